@@ -1,0 +1,21 @@
+//! etcd: a drop-in replacement for the legacy etcd server (the v1 API of etcd v0.1 and the
+//! v2 keys API of etcd 2.x) built on openraft and redb.
+//!
+//! How one write travels (see `docs/architecture.md`):
+//!
+//! ```text
+//! client --HTTP--> api::v1 / api::v2     parse and validate -> Command (absolute times inside)
+//!                  raft::node            coalesce concurrent commands into one batch entry
+//!                  openraft              replicate; commit when a quorum has it
+//!                  raft::log_store       append the whole batch in one redb transaction, fsync
+//!                  raft::state_machine   Command::apply(&mut Store), in log order
+//!                  store                 mutate the tree, bump the index, record the event,
+//!                                        wake watchers
+//! client <--HTTP-- api::response         Event | EtcdError -> status, headers, JSON
+//! ```
+//!
+//! Reads are served from the in-memory store. Dependencies point one way:
+//! `api -> raft -> command -> store`.
+
+pub mod error;
+pub mod store;
