@@ -4,7 +4,7 @@
 //! How one write travels (see `docs/architecture.md`):
 //!
 //! ```text
-//! client --HTTP--> api::v1 / api::v2     parse and validate -> Command (absolute times inside)
+//! client --HTTP--> api::v1               parse and validate -> Command (absolute times inside)
 //!                  raft::node            coalesce concurrent commands into one batch entry
 //!                  openraft              replicate; commit when a quorum has it
 //!                  raft::log_store       append the whole batch in one redb transaction, fsync
@@ -14,8 +14,13 @@
 //! client <--HTTP-- api::response         Event | EtcdError -> status, headers, JSON
 //! ```
 //!
-//! Reads are served from the in-memory store. Dependencies point one way:
-//! `api -> raft -> command -> store`.
+//! Reads are served from the in-memory store after the node has recovered. Dependencies
+//! point one way: `api -> raft -> command -> store`.
 
+pub mod api;
+pub mod command;
+pub mod config;
 pub mod error;
+pub mod raft;
+pub mod server;
 pub mod store;

@@ -1,1 +1,76 @@
-fn main() {}
+//! The `etcd` binary: parse the command line, start logging, run the node until SIGINT or
+//! SIGTERM. Exit codes: 0 after a clean shutdown, 1 when the node cannot start or fails,
+//! 2 for a bad command line.
+
+use std::process::ExitCode;
+
+use etcd::api::VERSION;
+use etcd::config::{self, Parsed};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse(&args, &|k| std::env::var(k).ok()) {
+        Ok(Parsed::Run(cfg)) => cfg,
+        Ok(Parsed::Help) => {
+            print!("{}", config::usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("etcd {VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("etcd: {e}");
+            eprint!("{}", config::usage());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("etcd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(etcd::server::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("etcd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `-v` logs what the node does, `-vv` how; `RUST_LOG` overrides both.
+fn init_logging(verbosity: u8) {
+    let default = match verbosity {
+        0 => "warn",
+        1 => "info,openraft=warn",
+        _ => "debug,openraft=info,hyper=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

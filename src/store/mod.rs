@@ -199,6 +199,11 @@ impl Store {
         self.hub().remove(&w.path, w.id);
     }
 
+    /// End every open watch (shutdown): their clients get an answer instead of a hang.
+    pub fn close_watches(&self) {
+        self.hub().clear();
+    }
+
     pub fn watcher_count(&self) -> usize {
         self.hub().count()
     }

@@ -1,0 +1,204 @@
+//! Cluster and node information on the client port: `/v1/leader`, `/v1/machines`,
+//! `/v1/stats/*`, `/version` and the version text.
+
+use axum::http::{HeaderValue, Method, header};
+use axum::response::Response;
+use openraft::ServerState;
+use serde::Serialize;
+
+use super::response::{self, json, text};
+use super::{AppRef, CLUSTER_VERSION, VERSION, now_nanos};
+use crate::error::Code;
+use crate::store::event::{go_json, rfc3339_nanos};
+
+/// `GET /v1/leader`: the leader's peer URL.
+pub async fn v1_leader(st: AppRef) -> Response {
+    match st.node.leader() {
+        Some((_, m)) => text(200, m.peer_url),
+        None => response::v1_error_code(Code::LeaderElect, ""),
+    }
+}
+
+/// `GET /v1/machines`: client URLs, the leader first, then this node, then the others.
+pub async fn v1_machines(st: AppRef) -> Response {
+    text(200, machine_list(&st).join(", "))
+}
+
+pub fn machine_list(st: &AppRef) -> Vec<String> {
+    let members = st.node.members();
+    let leader = st.node.leader().map(|(id, _)| id);
+    let mut order: Vec<_> = members.iter().collect();
+    order.sort_by_key(|(id, _)| (Some(*id) != leader, *id != st.node.id, *id));
+    order
+        .into_iter()
+        .map(|(_, m)| m.client_url.clone())
+        .collect()
+}
+
+fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        _ => "follower",
+    }
+}
+
+#[derive(Serialize)]
+struct SelfStats {
+    name: String,
+    state: &'static str,
+    #[serde(rename = "startTime")]
+    start_time: String,
+    #[serde(rename = "leaderInfo")]
+    leader_info: LeaderInfo,
+    #[serde(rename = "recvAppendRequestCnt")]
+    recv_append: u64,
+    #[serde(rename = "sendAppendRequestCnt")]
+    send_append: u64,
+}
+
+#[derive(Serialize)]
+struct LeaderInfo {
+    leader: String,
+    uptime: String,
+    #[serde(rename = "startTime")]
+    start_time: String,
+}
+
+#[derive(Serialize)]
+struct LeaderStats {
+    leader: String,
+    followers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `/v1/stats/{self,leader,store}`; anything else answers 200 with an empty body (v0.1.2).
+pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return response::empty(405);
+    }
+    match which {
+        "self" => {
+            let leader = st.node.leader().map(|(_, m)| m.name).unwrap_or_default();
+            let since = st.leader_since.load(std::sync::atomic::Ordering::Relaxed);
+            let body = SelfStats {
+                name: st.node.me.name.clone(),
+                state: state_name(st.node.state()),
+                start_time: rfc3339_nanos(st.start_time),
+                leader_info: LeaderInfo {
+                    leader,
+                    uptime: go_duration(now_nanos() - since),
+                    start_time: rfc3339_nanos(since),
+                },
+                recv_append: 0,
+                send_append: 0,
+            };
+            json(200, go_json(&body))
+        }
+        "leader" => {
+            if !st.node.is_leader() {
+                return match st.node.leader() {
+                    Some((_, m)) => {
+                        let mut r = response::empty(307);
+                        if let Ok(v) =
+                            HeaderValue::from_str(&format!("{}/v1/stats/leader", m.client_url))
+                        {
+                            r.headers_mut().insert(header::LOCATION, v);
+                        }
+                        r
+                    }
+                    None => response::v1_error_code(Code::LeaderElect, ""),
+                };
+            }
+            let body = LeaderStats {
+                leader: st.node.me.name.clone(),
+                followers: Default::default(),
+            };
+            json(200, go_json(&body))
+        }
+        "store" => {
+            let stats = st.node.shared.read().store.stats();
+            json(200, go_json(&stats.v1()))
+        }
+        _ => response::empty(200),
+    }
+}
+
+/// `GET /version`: the 2.x JSON form.
+pub fn version(method: &Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(405, "Method Not Allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    json(
+        200,
+        format!("{{\"etcdserver\":\"{VERSION}\",\"etcdcluster\":\"{CLUSTER_VERSION}\"}}"),
+    )
+}
+
+/// `GET /` (and any unrouted GET): the plain version text (Decision D10).
+pub fn version_text() -> Response {
+    text(200, format!("etcd {VERSION}"))
+}
+
+/// A duration as Go's `time.Duration.String` prints it (`1h2m3.5s`, `1.5ms`, `0s`).
+pub fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    let neg = nanos < 0;
+    let n = nanos.unsigned_abs();
+    let mut s = String::new();
+    if n < 1_000_000_000 {
+        let (unit, div) = if n < 1_000 {
+            ("ns", 1)
+        } else if n < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        s.push_str(&frac(n, div));
+        s.push_str(unit);
+    } else {
+        let h = n / 3_600_000_000_000;
+        let m = (n / 60_000_000_000) % 60;
+        let secs = n % 60_000_000_000;
+        if h > 0 {
+            s.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            s.push_str(&format!("{m}m"));
+        }
+        s.push_str(&frac(secs, 1_000_000_000));
+        s.push('s');
+    }
+    if neg { format!("-{s}") } else { s }
+}
+
+fn frac(n: u64, div: u64) -> String {
+    let whole = n / div;
+    let rest = n % div;
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let f = format!("{rest:0width$}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1_500_000), "1.5ms");
+        assert_eq!(go_duration(2_000_000_000), "2s");
+        assert_eq!(go_duration(62_500_000_000), "1m2.5s");
+        assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(999), "999ns");
+    }
+}

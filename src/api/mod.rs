@@ -1,0 +1,179 @@
+//! The HTTP surface: the client router (port 4001: `/v1`, `/version`, stats...) and the peer
+//! router (port 7001: Raft RPCs and the small v0.1 peer endpoints).
+//!
+//! Requests are dispatched by hand rather than through a route table, because legacy etcd's
+//! routing has observable quirks clients rely on: non-clean paths (`//`, `/./`, `/../`) are
+//! answered with 301 to the cleaned path, `/v1/keys` redirects to `/v1/keys/`, keys are
+//! percent-decoded before use, unknown methods get an empty 405, and unrouted GETs answer
+//! the version text (Decision D10).
+//!
+//! Every handler waits (bounded) until the node is ready, so a restarting node never serves
+//! a read from a half-recovered store.
+
+pub mod admin;
+pub mod params;
+pub mod peer;
+pub mod response;
+pub mod v1;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::config::Config;
+use crate::raft::node::RaftNode;
+
+/// The version this server reports (the etcd API level it implements).
+pub const VERSION: &str = "2.3.8";
+/// The cluster version reported by `/version`.
+pub const CLUSTER_VERSION: &str = "2.3.0";
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub node: Arc<RaftNode>,
+    pub cfg: Arc<Config>,
+    /// When this process started (Unix ns).
+    pub start_time: i64,
+    /// When this node last saw the leader change (Unix ns), for `leaderInfo.uptime`.
+    pub leader_since: AtomicI64,
+}
+
+pub type AppRef = Arc<AppState>;
+
+/// The wall clock, in Unix nanoseconds. Handlers read it to turn `ttl` into an absolute
+/// expiry time and to render remaining TTLs; the store never does.
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub fn client_router(state: AppRef) -> Router {
+    Router::new()
+        .fallback(dispatch_client)
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn(redirect_unclean))
+        .with_state(state)
+}
+
+pub fn peer_router(state: AppRef) -> Router {
+    Router::new()
+        .fallback(peer::dispatch)
+        .layer(middleware::from_fn(redirect_unclean))
+        .with_state(state)
+}
+
+async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/v1/keys/") {
+        return v1::keys(st, rest.to_string(), req).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/watch/") {
+        return v1::watch(st, rest.to_string(), req).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/stats/") {
+        return admin::v1_stats(st, rest, req.method()).await;
+    }
+    match path.as_str() {
+        "/v1/keys" | "/v1/watch" | "/v1/stats" => {
+            response::moved(&format!("{path}/"), req.uri().query(), req.method())
+        }
+        "/v1/leader" => admin::v1_leader(st).await,
+        "/v1/machines" => admin::v1_machines(st).await,
+        "/version" => admin::version(req.method()),
+        _ if req.method() == Method::GET || req.method() == Method::HEAD => admin::version_text(),
+        _ => response::not_found(),
+    }
+}
+
+/// Go's ServeMux answers a path that is not clean with 301 to the cleaned path.
+async fn redirect_unclean(req: Request, next: Next) -> Response {
+    let raw = req.uri().path();
+    if let Some(clean) = clean_request_path(raw) {
+        return response::moved(&clean, req.uri().query(), req.method());
+    }
+    next.run(req).await
+}
+
+/// The cleaned form of a request path, or None if it is clean already. A trailing slash is
+/// kept (it is meaningful to the router).
+fn clean_request_path(raw: &str) -> Option<String> {
+    let unclean = raw.contains("//")
+        || raw.contains("/./")
+        || raw.contains("/../")
+        || raw.ends_with("/.")
+        || raw.ends_with("/..");
+    if !unclean {
+        return None;
+    }
+    let mut clean = crate::store::path::clean(raw);
+    if raw.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    Some(clean)
+}
+
+/// `-cors`: add `Access-Control-Allow-Origin` for allowed origins.
+async fn cors(State(st): State<AppRef>, req: Request, next: Next) -> Response {
+    if st.cfg.cors.is_empty() {
+        return next.run(req).await;
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = next.run(req).await;
+    let allow = if st.cfg.cors.iter().any(|o| o == "*") {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        origin.filter(|o| st.cfg.cors.iter().any(|c| o.as_bytes() == c.as_bytes()))
+    };
+    if let Some(v) = allow {
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    resp
+}
+
+/// Wait until the node may answer, or produce the error response.
+pub async fn ready_or_error(st: &AppState) -> Result<(), Response> {
+    st.node
+        .wait_ready()
+        .await
+        .map_err(|e| response::v1_error(&e, &e.cause))
+}
+
+pub fn record_leader_change(st: &AppState) {
+    st.leader_since.store(now_nanos(), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_paths_are_cleaned_like_go() {
+        assert_eq!(clean_request_path("/v1/keys/foo"), None);
+        assert_eq!(clean_request_path("/v1/keys/"), None);
+        assert_eq!(
+            clean_request_path("/v1/keys/foo//foo2").as_deref(),
+            Some("/v1/keys/foo/foo2")
+        );
+        assert_eq!(
+            clean_request_path("/v1/keys/foo/../testAndSet").as_deref(),
+            Some("/v1/keys/testAndSet")
+        );
+        assert_eq!(
+            clean_request_path("/v1/keys/a//b/").as_deref(),
+            Some("/v1/keys/a/b/")
+        );
+        assert_eq!(
+            clean_request_path("/v1/keys/.").as_deref(),
+            Some("/v1/keys")
+        );
+    }
+}

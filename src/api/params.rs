@@ -1,0 +1,185 @@
+//! Request parameters: the key from the URL, form fields from the query string and the body,
+//! and the parsing rules of the fields etcd knows (`ttl`, indexes, booleans).
+//!
+//! Form rules are Go's `Request.FormValue`: for POST and PUT an
+//! `application/x-www-form-urlencoded` body is parsed and its values come before the query
+//! string's (so the body wins); other bodies are ignored; the first value of a repeated
+//! field wins. Bodies over [`MAX_BODY`] are refused with 413 before they are read to the end.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{Method, header};
+use axum::response::Response;
+
+use super::response;
+use crate::error::{Code, EtcdError};
+
+/// Largest accepted request body: 1.5 MiB (values up to 1 MiB fit with room to spare).
+pub const MAX_BODY: usize = 3 << 19;
+
+/// Form fields of one request, body fields first.
+#[derive(Debug, Default, Clone)]
+pub struct Form {
+    pairs: Vec<(String, String)>,
+}
+
+impl Form {
+    pub fn parse(body: &[u8], query: Option<&str>) -> Form {
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        if let Some(q) = query {
+            pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        Form { pairs }
+    }
+
+    /// The first value of `name`, if present (possibly empty).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `name`, empty when absent (Go's `FormValue`).
+    pub fn value(&self, name: &str) -> &str {
+        self.get(name).unwrap_or_default()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Read the form of a request: the query string, plus the body for POST and PUT when it is
+/// url-encoded. Refuses (413) bodies over the limit.
+pub async fn read_form(req: Request) -> Result<Form, Response> {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().map(str::to_string);
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(response::too_large(MAX_BODY));
+    }
+    let bytes = read_body(body).await?;
+    let wants_body = parts.method == Method::POST || parts.method == Method::PUT;
+    let body_form: &[u8] = if wants_body && is_form { &bytes } else { &[] };
+    Ok(Form::parse(body_form, query.as_deref()))
+}
+
+/// Read a whole body, at most [`MAX_BODY`] bytes.
+pub async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
+    to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| response::too_large(MAX_BODY))
+}
+
+/// Percent-decode the key part of a URL path strictly: a `%` must start a valid escape and
+/// the result must be UTF-8 (Decision D13).
+pub fn decode_key(raw: &str) -> Result<String, EtcdError> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(EtcdError::new(
+                    Code::InvalidField,
+                    format!("invalid URL escape in key {raw:?}"),
+                    0,
+                ));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| EtcdError::new(Code::InvalidField, "key is not valid UTF-8", 0))
+}
+
+/// v0.1 `ttl`: empty means none; otherwise a (signed) integer number of seconds, Go `Atoi`.
+pub fn parse_ttl_v1(s: &str) -> Result<Option<i64>, ()> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    parse_go_int(s).map(Some).ok_or(())
+}
+
+/// Go's `strconv.Atoi`: optional sign, decimal digits only.
+pub fn parse_go_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<i64>().ok()
+}
+
+/// An unsigned index (Go `ParseUint` base 10).
+pub fn parse_index(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_wins_and_first_value_wins() {
+        let f = Form::parse(
+            b"value=fromform&value=second",
+            Some("value=fromquery&ttl=5"),
+        );
+        assert_eq!(f.get("value"), Some("fromform"));
+        assert_eq!(f.get("ttl"), Some("5"));
+        assert!(!f.has("prevValue"));
+        let f = Form::parse(b"prevValue=", None);
+        assert_eq!(f.get("prevValue"), Some(""));
+        let f = Form::parse(b"value=Hello+world%21", None);
+        assert_eq!(f.value("value"), "Hello world!");
+    }
+
+    #[test]
+    fn keys_decode_strictly() {
+        assert_eq!(decode_key("a%20b").unwrap(), "a b");
+        assert_eq!(decode_key("p%2Fq").unwrap(), "p/q");
+        assert_eq!(decode_key("caf%C3%A9").unwrap(), "café");
+        assert_eq!(decode_key("%zz").unwrap_err().code, Code::InvalidField);
+        assert_eq!(decode_key("a%2").unwrap_err().code, Code::InvalidField);
+        assert_eq!(decode_key("%ff").unwrap_err().code, Code::InvalidField);
+    }
+
+    #[test]
+    fn numbers_parse_like_go() {
+        assert_eq!(parse_ttl_v1(""), Ok(None));
+        assert_eq!(parse_ttl_v1("5"), Ok(Some(5)));
+        assert_eq!(parse_ttl_v1("-1"), Ok(Some(-1)));
+        assert_eq!(parse_ttl_v1("+3"), Ok(Some(3)));
+        assert!(parse_ttl_v1("1.5").is_err());
+        assert!(parse_ttl_v1("abc").is_err());
+        assert!(parse_ttl_v1(" 5").is_err());
+        assert_eq!(parse_index("8"), Some(8));
+        assert_eq!(parse_index("-1"), None);
+        assert_eq!(parse_index(""), None);
+    }
+}

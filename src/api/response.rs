@@ -1,0 +1,109 @@
+//! Building responses: status, headers and bodies in the exact shapes legacy etcd used.
+//!
+//! * JSON bodies (success and error) carry `Content-Type: application/json` (Decision D2).
+//! * Plain-text answers (`/v1/leader`, `/v1/machines`, the version) carry
+//!   `text/plain; charset=utf-8`.
+//! * v1 error bodies are `{"errorCode","message","cause"}` plus a newline, with the v0.1
+//!   message and the HTTP status of the v2 mapping.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use serde::Serialize;
+
+use crate::error::{Code, EtcdError};
+use crate::store::event::go_json;
+
+pub const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+pub fn with_body(
+    status: u16,
+    content_type: Option<&'static str>,
+    body: impl Into<Body>,
+) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = content_type {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    resp
+}
+
+pub fn json(status: u16, body: String) -> Response {
+    with_body(status, Some(JSON), body)
+}
+
+pub fn text(status: u16, body: impl Into<String>) -> Response {
+    with_body(status, Some(TEXT), body.into())
+}
+
+pub fn empty(status: u16) -> Response {
+    with_body(status, None, Body::empty())
+}
+
+pub fn not_found() -> Response {
+    text(404, "404 page not found\n")
+}
+
+/// 301 to `location` (query kept), with Go's small HTML body for GET and HEAD.
+pub fn moved(location: &str, query: Option<&str>, method: &Method) -> Response {
+    let target = match query {
+        Some(q) if !q.is_empty() => format!("{location}?{q}"),
+        _ => location.to_string(),
+    };
+    let mut resp = if method == Method::GET || method == Method::HEAD {
+        with_body(
+            301,
+            Some("text/html; charset=utf-8"),
+            format!("<a href=\"{target}\">Moved Permanently</a>.\n\n"),
+        )
+    } else {
+        empty(301)
+    };
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[derive(Serialize)]
+struct V1ErrorBody<'a> {
+    #[serde(rename = "errorCode")]
+    code: u16,
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cause: &'a str,
+}
+
+/// A v1 error: v0.1 message, the given v0.1 cause, the v2 status mapping.
+pub fn v1_error(err: &EtcdError, cause: &str) -> Response {
+    v1_error_code(err.code, cause)
+}
+
+pub fn v1_error_code(code: Code, cause: &str) -> Response {
+    // v0.1 numbered two codes differently from v2: "watcher is cleared" was 500 and the
+    // keyword-prefix refusal was 400.
+    let number = match code {
+        Code::WatcherCleared => 500,
+        Code::KeywordPrefix => 400,
+        c => c.number(),
+    };
+    let body = V1ErrorBody {
+        code: number,
+        message: code.message_v1(),
+        cause,
+    };
+    json(code.http_status(), go_json(&body) + "\n")
+}
+
+/// A request body over the limit (Decision D13).
+pub fn too_large(limit: usize) -> Response {
+    let body = V1ErrorBody {
+        code: Code::InvalidForm.number(),
+        message: Code::InvalidForm.message_v2(),
+        cause: &format!("request body too large (limit {limit} bytes)"),
+    };
+    json(413, go_json(&body) + "\n")
+}

@@ -1,0 +1,247 @@
+//! Commands: every change to the key space, as it travels through the Raft log.
+//!
+//! A command is built by the API layer from a client request (after validation) and carries
+//! everything its effect depends on - in particular absolute expiry times and, for expiry,
+//! the leader's clock - so that applying it is a pure function of (store, command). The
+//! state machine applies commands in log order on every replica; each yields its own result,
+//! which travels back to the node that proposed it.
+//!
+//! Commands are serialized into log entries (JSON) and so are part of the on-disk format:
+//! add variants and optional fields, never change the meaning of existing ones.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EtcdError;
+use crate::store::{Event, Store, path};
+
+/// Where cluster members are registered (v0.1's machine registry, Decision D8).
+pub const MACHINES_DIR: &str = "/_etcd/machines";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or replace a key (`value: Some`) or a directory (`value: None`).
+    Set {
+        key: String,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        refresh: bool,
+    },
+    /// Create a node that must not exist; `unique` makes an in-order child of `key`.
+    Create {
+        key: String,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        unique: bool,
+    },
+    /// Change an existing node (a directory only in its TTL).
+    Update {
+        key: String,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    },
+    CompareAndSwap {
+        key: String,
+        prev_value: Option<String>,
+        prev_index: Option<u64>,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    },
+    Delete {
+        key: String,
+        dir: bool,
+        recursive: bool,
+    },
+    CompareAndDelete {
+        key: String,
+        prev_value: Option<String>,
+        prev_index: Option<u64>,
+    },
+    /// Remove everything due at `now` (Unix ns, the leader's clock when it proposed this).
+    Expire { now: i64 },
+    /// Record a member in the machine registry: `/_etcd/machines/<name>`.
+    Register {
+        name: String,
+        peer_url: String,
+        client_url: String,
+    },
+    /// Remove a member's registry entry.
+    Unregister { name: String },
+}
+
+/// The result of one command: the event of a successful key write (None for commands that
+/// need no answer, like an expiry or a registration that changed nothing), or the reason
+/// it failed.
+pub type CommandResult = Result<Option<Event>, EtcdError>;
+
+impl Command {
+    pub fn apply(&self, store: &mut Store) -> CommandResult {
+        match self {
+            Command::Set {
+                key,
+                value,
+                expire_at,
+                refresh,
+            } => store
+                .set(key, value.clone(), *expire_at, *refresh)
+                .map(Some),
+            Command::Create {
+                key,
+                value,
+                expire_at,
+                unique,
+            } => store
+                .create(key, value.clone(), *expire_at, *unique)
+                .map(Some),
+            Command::Update {
+                key,
+                value,
+                expire_at,
+                refresh,
+            } => store
+                .update(key, value.clone(), *expire_at, *refresh)
+                .map(Some),
+            Command::CompareAndSwap {
+                key,
+                prev_value,
+                prev_index,
+                value,
+                expire_at,
+                refresh,
+            } => store
+                .compare_and_swap(
+                    key,
+                    prev_value.as_deref(),
+                    *prev_index,
+                    value.clone(),
+                    *expire_at,
+                    *refresh,
+                )
+                .map(Some),
+            Command::Delete {
+                key,
+                dir,
+                recursive,
+            } => store.delete(key, *dir, *recursive).map(Some),
+            Command::CompareAndDelete {
+                key,
+                prev_value,
+                prev_index,
+            } => store
+                .compare_and_delete(key, prev_value.as_deref(), *prev_index)
+                .map(Some),
+            Command::Expire { now } => {
+                store.expire(*now);
+                Ok(None)
+            }
+            Command::Register {
+                name,
+                peer_url,
+                client_url,
+            } => {
+                let key = machine_key(name);
+                let value = machine_value(peer_url, client_url);
+                // A member that registers again with the same URLs (a restart) changes nothing.
+                if store
+                    .get(&key, false, true)
+                    .ok()
+                    .and_then(|n| n.value)
+                    .as_deref()
+                    == Some(value.as_str())
+                {
+                    return Ok(None);
+                }
+                store.set(&key, Some(value), None, false).map(Some)
+            }
+            Command::Unregister { name } => match store.delete(&machine_key(name), false, false) {
+                Ok(ev) => Ok(Some(ev)),
+                Err(e) if e.code == crate::error::Code::KeyNotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+pub fn machine_key(name: &str) -> String {
+    path::join(MACHINES_DIR, name)
+}
+
+/// The registry value, in v0.1's format: `raft=<peer URL>&etcd=<client URL>`.
+pub fn machine_value(peer_url: &str, client_url: &str) -> String {
+    format!("raft={peer_url}&etcd={client_url}")
+}
+
+/// Parse a registry value back into (peer URL, client URL).
+pub fn parse_machine_value(v: &str) -> Option<(String, String)> {
+    let mut peer = None;
+    let mut client = None;
+    for part in v.split('&') {
+        if let Some(p) = part.strip_prefix("raft=") {
+            peer = Some(p.to_string());
+        } else if let Some(c) = part.strip_prefix("etcd=") {
+            client = Some(c.to_string());
+        }
+    }
+    Some((peer?, client?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_is_idempotent_and_visible() {
+        let mut st = Store::new(100);
+        let reg = Command::Register {
+            name: "node0".into(),
+            peer_url: "http://127.0.0.1:7001".into(),
+            client_url: "http://127.0.0.1:4001".into(),
+        };
+        assert!(reg.apply(&mut st).unwrap().is_some());
+        assert_eq!(st.index(), 1);
+        assert!(reg.apply(&mut st).unwrap().is_none());
+        assert_eq!(st.index(), 1, "re-registering consumes no index");
+        let v = st
+            .get("/_etcd/machines/node0", false, true)
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(v, "raft=http://127.0.0.1:7001&etcd=http://127.0.0.1:4001");
+        assert_eq!(
+            parse_machine_value(&v),
+            Some((
+                "http://127.0.0.1:7001".into(),
+                "http://127.0.0.1:4001".into()
+            ))
+        );
+        Command::Unregister {
+            name: "node0".into(),
+        }
+        .apply(&mut st)
+        .unwrap();
+        assert!(st.get("/_etcd/machines/node0", false, true).is_err());
+        assert!(
+            Command::Unregister {
+                name: "node0".into()
+            }
+            .apply(&mut st)
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let c = Command::CompareAndSwap {
+            key: "/k".into(),
+            prev_value: Some("a".into()),
+            prev_index: None,
+            value: "b".into(),
+            expire_at: Some(1),
+            refresh: false,
+        };
+        let back: Command = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,2349 @@
+//! Command line and environment configuration.
+//!
+//! This module turns the process arguments and the `ETCD_*` environment variables into one
+//! validated [`Config`]. It knows three generations of etcd command lines and accepts all of
+//! them, so existing scripts keep working unchanged:
+//!
+//! * **etcd v0.1** short flags (`-n`, `-c`, `-s`, `-cl`, `-sl`, `-C`, `-CF`, `-d`, `-f`, `-m`,
+//!   `-r`, `-maxsize`, `-clientCert`, ... see API.md 5.1);
+//! * the **v0.2 - v0.4** long names (`-name`, `-addr`, `-peer-addr`, `-peers`, `-data-dir`,
+//!   `-cert-file`, ... see API.md 5.2);
+//! * the **etcd 2.x** URL flags (`--listen-client-urls`, `--advertise-client-urls`,
+//!   `--initial-cluster`, `--trusted-ca-file`, ... see API.md 5.3), plus `--enable-v2` so that
+//!   etcd 3.x command lines start too.
+//!
+//! # Syntax
+//!
+//! The syntax is the one of Go's `flag` package: `-flag value`, `-flag=value`, `--flag value`
+//! and `--flag=value` are all the same thing. Boolean flags take no separate value (`-f`), only
+//! an attached one (`-f=false`; accepted spellings are Go's `1 t T TRUE true True` and
+//! `0 f F FALSE false False`). A flag that needs a value takes the next argument whatever it
+//! looks like, so `-n -c` names the node `-c`, as Go does. A lone `--` ends the flags; any
+//! argument that is not a flag (before or after `--`) is an error, since etcd takes no
+//! positional arguments. Names are case-sensitive: `-C` (peers to join) is not `-c` (client
+//! address). `-h`, `-help` and `--help` ask for [`usage`] wherever they appear, unless an
+//! error was found before them while reading left to right.
+//!
+//! # Aliases and precedence
+//!
+//! Every name maps to a *setting*; names of different eras that mean the same thing (`-n`,
+//! `-name`, `--name`) are aliases of one setting, and so are names that feed the same value in
+//! different spellings: `-c`, `-addr` and `--advertise-client-urls` all give the advertised
+//! client address, `-C`/`-peers` and `-CF`/`-peers-file` both give the peers to join. For each
+//! setting the value is chosen in this order:
+//!
+//! 1. the command line - when the setting is named several times, the **last** one wins;
+//! 2. otherwise the environment: `ETCD_` + the long flag name upper-cased with `-` turned into
+//!    `_` (`ETCD_NAME`, `ETCD_PEER_ADDR`, `ETCD_LISTEN_CLIENT_URLS`, ...), plus the historical
+//!    `ETCD_SNAPSHOTCOUNT`, `ETCD_VERBOSE` and `ETCD_VERY_VERBOSE`. An environment variable is
+//!    consulted only when *no* alias of its setting appeared on the command line, and an empty
+//!    variable counts as unset. When several variables of one setting are set, the newest
+//!    era's name wins. Booleans from the environment are true unless `0` or `false`. The
+//!    v0.1 short names, `-version`, `-config`, `-w` and `-cpuprofile` have no variable
+//!    (`ETCD_VERSION` is often set by container images to a version string); other `ETCD_*`
+//!    variables are ignored;
+//! 3. otherwise the default (the v0.1 defaults: name `default-name`, client `127.0.0.1:4001`,
+//!    peer `127.0.0.1:7001`; the data directory defaults to `<name>.etcd`).
+//!
+//! `-version` is looked at right after the command line is read: it prints the version even
+//! when the rest of the configuration would be rejected.
+//!
+//! # Addresses
+//!
+//! Each side (client, peer) has an *advertised* URL and a *listen* `host:port`. Every
+//! address flag accepts `host:port` or a URL `http(s)://host:port` (a trailing `/` is allowed,
+//! a path is not), and a comma list of them, of which the first is used and all are checked.
+//! The advertised address (`-c`/`-addr`/`--advertise-client-urls`, `-s`/`-peer-addr`/
+//! `--initial-advertise-peer-urls`) needs a port. The listen address (`-bind-addr`,
+//! `--listen-client-urls`, ...) may leave the port out; it then comes from the advertised
+//! address. `-cl`/`-sl` take a host only, as in v0.1. With no listen flag, the server listens
+//! on the advertised `host:port`. With a listen flag that has a port but no advertised flag,
+//! the advertised address is the listen address, an unspecified host (`0.0.0.0`, `[::]`)
+//! becoming `127.0.0.1`. With neither peer flag, the entry of `--initial-cluster` that carries
+//! this node's name serves as the advertised peer URL (a given `--initial-cluster` must have
+//! such an entry; its entries are `name=http(s)://host:port`, kept in order). Ports are `1..=65535`; hosts are names,
+//! IPv4 addresses or bracketed IPv6 addresses.
+//!
+//! The URL scheme is `https` exactly when the side has a certificate and a key; an explicit
+//! `https://` on a side without them is an error. A certificate without a key (or the reverse)
+//! is an error, as is a CA file without certificate and key. `-clientCAFile`/`--ca-file` (and
+//! the peer analogues) give the CA **and** require client certificates (API.md section 8,
+//! D14); `--trusted-ca-file` only gives the CA, and `--client-cert-auth` without any CA file is
+//! an error.
+//!
+//! # Result
+//!
+//! [`parse`] returns [`Parsed::Run`] with the configuration, [`Parsed::Help`] or
+//! [`Parsed::Version`]; every problem is a [`ConfigError::Usage`] whose message is one line
+//! naming the flag or the environment variable at fault. The binary prints it followed by
+//! [`usage`] on stderr and exits with status 2 (D12); help goes to stdout with status 0.
+//! Files named by flags are not opened here, except the `-CF`/`-peers-file` peer list, which
+//! is read while parsing. Flags of features this server does not have (`-config`,
+//! `-discovery`, `--force-new-cluster`, `--proxy` other than `off`) are rejected with a clear
+//! message rather than silently ignored; `-w`, `-cpuprofile`, `--max-snapshots`,
+//! `--max-wals` and `--enable-v2` are accepted and have no effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+const DEFAULT_NAME: &str = "default-name";
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_CLIENT_PORT: u16 = 4001;
+const DEFAULT_PEER_PORT: u16 = 7001;
+const DEFAULT_TOKEN: &str = "etcd-cluster";
+const DEFAULT_HISTORY: usize = 1000;
+const DEFAULT_MAX_RETRY: u32 = 3;
+const DEFAULT_MAX_CLUSTER_SIZE: usize = 9;
+const DEFAULT_SNAPSHOT_COUNT: u64 = 10000;
+const DEFAULT_HEARTBEAT_MS: u64 = 50;
+const DEFAULT_ELECTION_MS: u64 = 200;
+
+/// What the command line asks for.
+// `Run` is much larger than the other variants; the value is built once per process, so
+// boxing it would only make the callers' pattern matching noisier.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// Start the server with this configuration.
+    Run(Config),
+    /// `-version` / `--version`: print the version and exit 0.
+    Version,
+    /// `-h`, `-help`, `--help`: print [`usage`] to stdout and exit 0.
+    Help,
+}
+
+/// A command line or environment problem. The binary prints the message and [`usage`] on
+/// stderr and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// One-line description naming the flag or variable at fault.
+    Usage(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Usage(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn usage_error(message: impl Into<String>) -> ConfigError {
+    ConfigError::Usage(message.into())
+}
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster (default).
+    #[default]
+    New,
+    /// Join a cluster that already runs.
+    Existing,
+}
+
+impl ClusterState {
+    /// The flag spelling: `new` or `existing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::New => "new",
+            ClusterState::Existing => "existing",
+        }
+    }
+}
+
+impl fmt::Display for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TLS files of one listener (client or peer side).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    /// PEM certificate chain presented by this node.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle used to verify the other end's certificate.
+    pub ca: Option<PathBuf>,
+    /// Require a client certificate chained to `ca` (implies `ca` is set).
+    pub client_cert_auth: bool,
+}
+
+impl TlsFiles {
+    /// True when the side serves HTTPS (certificate and key are both given).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Node name (`-n`, `-name`, `--name`); never blank.
+    pub name: String,
+    /// Data directory (`-d`, `-data-dir`, `--data-dir`); default `<name>.etcd`.
+    pub data_dir: PathBuf,
+    /// Advertised client URL with scheme, e.g. `http://127.0.0.1:4001`.
+    pub client_url: String,
+    /// Client listen address `host:port`.
+    pub client_listen: String,
+    /// Advertised peer URL with scheme, e.g. `http://127.0.0.1:7001`.
+    pub peer_url: String,
+    /// Peer listen address `host:port`.
+    pub peer_listen: String,
+    /// Peers to join, as `host:port` (`-C`, `-peers`, `-CF`, `-peers-file`).
+    pub join: Vec<String>,
+    /// `--initial-cluster` `name=URL` pairs in command line order.
+    pub initial_cluster: Vec<(String, String)>,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
+    /// `--initial-cluster-token`; default `etcd-cluster`.
+    pub initial_cluster_token: String,
+    /// `-f`/`-force`: discard this server's files in the data directory first.
+    pub force: bool,
+    /// Number of events kept for watches (`-m`, `-max-result-buffer`); default 1000.
+    pub history_size: usize,
+    /// Join attempts (`-r`, `-max-retry-attempts`); default 3.
+    pub max_retry: u32,
+    /// Maximum cluster size (`-maxsize`, `-max-cluster-size`); default 9.
+    pub max_cluster_size: usize,
+    /// `-snapshot` was given (snapshots are always on; kept for information).
+    pub snapshot: bool,
+    /// Log entries between snapshots; default 10000, never 0.
+    pub snapshot_count: u64,
+    /// Client-port TLS.
+    pub client_tls: TlsFiles,
+    /// Peer-port TLS.
+    pub peer_tls: TlsFiles,
+    /// 0 normal, 1 verbose (`-v`), 2 very verbose (`-vv`, `--debug`).
+    pub verbosity: u8,
+    /// Allowed CORS origins (`-cors`); empty = no CORS headers.
+    pub cors: Vec<String>,
+    /// Raft heartbeat interval in milliseconds; default 50.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout in milliseconds; default 200, always above `heartbeat_ms`.
+    pub election_ms: u64,
+}
+
+impl Default for Config {
+    /// The v0.1 defaults: what `etcd` with no flags and no environment runs with.
+    fn default() -> Self {
+        Config {
+            name: DEFAULT_NAME.to_string(),
+            data_dir: PathBuf::from(format!("{DEFAULT_NAME}.etcd")),
+            client_url: format!("http://{DEFAULT_HOST}:{DEFAULT_CLIENT_PORT}"),
+            client_listen: format!("{DEFAULT_HOST}:{DEFAULT_CLIENT_PORT}"),
+            peer_url: format!("http://{DEFAULT_HOST}:{DEFAULT_PEER_PORT}"),
+            peer_listen: format!("{DEFAULT_HOST}:{DEFAULT_PEER_PORT}"),
+            join: Vec::new(),
+            initial_cluster: Vec::new(),
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: DEFAULT_TOKEN.to_string(),
+            force: false,
+            history_size: DEFAULT_HISTORY,
+            max_retry: DEFAULT_MAX_RETRY,
+            max_cluster_size: DEFAULT_MAX_CLUSTER_SIZE,
+            snapshot: false,
+            snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            client_tls: TlsFiles::default(),
+            peer_tls: TlsFiles::default(),
+            verbosity: 0,
+            cors: Vec::new(),
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_ms: DEFAULT_ELECTION_MS,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The flag table
+// ---------------------------------------------------------------------------------------
+
+/// What a flag sets. Aliases share a variant; a few variants share a *group* (see
+/// [`Setting::group`]) because they are different spellings of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Setting {
+    Name,
+    DataDir,
+    ClientAdvertise,
+    ClientListen,
+    ClientListenHost,
+    PeerAdvertise,
+    PeerListen,
+    PeerListenHost,
+    JoinList,
+    JoinFile,
+    InitialCluster,
+    InitialClusterState,
+    InitialClusterToken,
+    Force,
+    HistorySize,
+    MaxRetry,
+    MaxClusterSize,
+    Snapshot,
+    SnapshotCount,
+    ClientCert,
+    ClientKey,
+    ClientCaAuth,
+    ClientTrustedCa,
+    ClientCertAuth,
+    PeerCert,
+    PeerKey,
+    PeerCaAuth,
+    PeerTrustedCa,
+    PeerCertAuth,
+    Verbose,
+    VeryVerbose,
+    Cors,
+    Heartbeat,
+    Election,
+    Version,
+    ConfigFile,
+    Discovery,
+    ForceNewCluster,
+    Proxy,
+    EnableV2,
+    MaxSnapshots,
+    MaxWals,
+    WebUi,
+    CpuProfile,
+}
+
+impl Setting {
+    /// The setting whose slot this one writes: the last of a group on the command line wins,
+    /// and the environment is consulted for a group only when no member was on the command
+    /// line.
+    fn group(self) -> Setting {
+        match self {
+            Setting::ClientListenHost => Setting::ClientListen,
+            Setting::PeerListenHost => Setting::PeerListen,
+            Setting::JoinFile => Setting::JoinList,
+            other => other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Takes a string value.
+    Text,
+    /// Takes an unsigned decimal number.
+    Number,
+    /// Takes no value, or an attached Go boolean.
+    Bool,
+}
+
+struct Flag {
+    name: &'static str,
+    setting: Setting,
+    kind: Kind,
+    /// Read from `ETCD_<NAME>` too.
+    env: bool,
+    /// Placeholder for the value in the usage text.
+    arg: &'static str,
+    help: &'static str,
+}
+
+const fn text(
+    name: &'static str,
+    setting: Setting,
+    env: bool,
+    arg: &'static str,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        setting,
+        kind: Kind::Text,
+        env,
+        arg,
+        help,
+    }
+}
+
+const fn number(
+    name: &'static str,
+    setting: Setting,
+    env: bool,
+    arg: &'static str,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        setting,
+        kind: Kind::Number,
+        env,
+        arg,
+        help,
+    }
+}
+
+const fn boolean(name: &'static str, setting: Setting, env: bool, help: &'static str) -> Flag {
+    Flag {
+        name,
+        setting,
+        kind: Kind::Bool,
+        env,
+        arg: "",
+        help,
+    }
+}
+
+use Setting as S;
+
+// The tables stay one flag per line: easier to read and to compare with API.md than the
+// exploded form rustfmt would produce.
+#[rustfmt::skip]
+const V01_FLAGS: &[Flag] = &[
+    text("n", S::Name, false, "<name>", "node name (default \"default-name\"; must not be blank)"),
+    text("c", S::ClientAdvertise, false, "<host:port>", "advertised client address (default 127.0.0.1:4001)"),
+    text("s", S::PeerAdvertise, false, "<host:port>", "advertised peer (raft) address (default 127.0.0.1:7001)"),
+    text("cl", S::ClientListenHost, false, "<host>", "client listen host; the port is the one of -c (default: host of -c)"),
+    text("sl", S::PeerListenHost, false, "<host>", "peer listen host; the port is the one of -s (default: host of -s)"),
+    text("C", S::JoinList, false, "<host:port,...>", "comma list of peer addresses to join (default: start a new cluster)"),
+    text("CF", S::JoinFile, false, "<file>", "file holding the comma list of peers to join (default none)"),
+    text("d", S::DataDir, false, "<dir>", "data directory (default \"<name>.etcd\")"),
+    boolean("f", S::Force, false, "discard this server's files in the data directory before starting (data loss; default false)"),
+    number("m", S::HistorySize, false, "<n>", "number of events kept for watches (default 1000)"),
+    number("r", S::MaxRetry, false, "<n>", "join attempts, 10 s apart (default 3)"),
+    number("maxsize", S::MaxClusterSize, false, "<n>", "maximum number of cluster members (default 9)"),
+    boolean("snapshot", S::Snapshot, true, "accepted for compatibility; snapshots are always on"),
+    number("snapshotCount", S::SnapshotCount, false, "<n>", "committed entries between snapshots (default 10000) [ETCD_SNAPSHOTCOUNT]"),
+    text("w", S::WebUi, false, "<host:port>", "accepted and ignored (no bundled web UI)"),
+    text("clientCert", S::ClientCert, false, "<file>", "client port certificate (PEM); with -clientKey the client port serves https (default none)"),
+    text("clientKey", S::ClientKey, false, "<file>", "client port private key (PEM) (default none)"),
+    text("clientCAFile", S::ClientCaAuth, false, "<file>", "CA (PEM) that client certificates must chain to; makes them required (default none)"),
+    text("serverCert", S::PeerCert, false, "<file>", "peer port certificate (PEM); with -serverKey the peer port serves https (default none)"),
+    text("serverKey", S::PeerKey, false, "<file>", "peer port private key (PEM) (default none)"),
+    text("serverCAFile", S::PeerCaAuth, false, "<file>", "CA (PEM) that peer certificates must chain to; makes them required (default none)"),
+    boolean("v", S::Verbose, false, "verbose logging, not the version (default false) [ETCD_VERBOSE]"),
+    boolean("vv", S::VeryVerbose, false, "very verbose logging (default false) [ETCD_VERY_VERBOSE]"),
+    boolean("version", S::Version, false, "print the version and exit"),
+    text("cors", S::Cors, true, "<origins>", "comma list of allowed CORS origins, or * (default none)"),
+    text("cpuprofile", S::CpuProfile, false, "<file>", "accepted and ignored"),
+];
+
+#[rustfmt::skip]
+const V02_FLAGS: &[Flag] = &[
+    text("name", S::Name, true, "<name>", "same as -n"),
+    text("data-dir", S::DataDir, true, "<dir>", "same as -d"),
+    text("addr", S::ClientAdvertise, true, "<host:port>", "same as -c"),
+    text("bind-addr", S::ClientListen, true, "<host[:port]>", "client listen address; without port, the port of -addr (default: -addr)"),
+    text("peer-addr", S::PeerAdvertise, true, "<host:port>", "same as -s"),
+    text("peer-bind-addr", S::PeerListen, true, "<host[:port]>", "peer listen address; without port, the port of -peer-addr (default: -peer-addr)"),
+    text("peers", S::JoinList, true, "<host:port,...>", "same as -C"),
+    text("peers-file", S::JoinFile, true, "<file>", "same as -CF"),
+    number("max-result-buffer", S::HistorySize, true, "<n>", "same as -m"),
+    number("max-retry-attempts", S::MaxRetry, true, "<n>", "same as -r"),
+    number("max-cluster-size", S::MaxClusterSize, true, "<n>", "same as -maxsize"),
+    number("snapshot-count", S::SnapshotCount, true, "<n>", "same as -snapshotCount"),
+    text("cert-file", S::ClientCert, true, "<file>", "same as -clientCert"),
+    text("key-file", S::ClientKey, true, "<file>", "same as -clientKey"),
+    text("ca-file", S::ClientCaAuth, true, "<file>", "same as -clientCAFile (CA and required client certificates)"),
+    text("peer-cert-file", S::PeerCert, true, "<file>", "same as -serverCert"),
+    text("peer-key-file", S::PeerKey, true, "<file>", "same as -serverKey"),
+    text("peer-ca-file", S::PeerCaAuth, true, "<file>", "same as -serverCAFile (CA and required peer certificates)"),
+    boolean("force", S::Force, true, "same as -f"),
+    number("peer-heartbeat-interval", S::Heartbeat, true, "<ms>", "raft heartbeat interval in ms (default 50)"),
+    number("peer-heartbeat-timeout", S::Heartbeat, true, "<ms>", "same as -peer-heartbeat-interval (v0.3 name)"),
+    number("peer-election-timeout", S::Election, true, "<ms>", "raft election timeout in ms, above the heartbeat (default 200)"),
+    boolean("vvv", S::VeryVerbose, false, "same as -vv [ETCD_VERY_VERY_VERBOSE]"),
+    text("config", S::ConfigFile, false, "<file>", "not supported: configuration files (an error)"),
+    text("discovery", S::Discovery, true, "<url>", "not supported: discovery service (an error)"),
+];
+
+#[rustfmt::skip]
+const V2_FLAGS: &[Flag] = &[
+    text("listen-client-urls", S::ClientListen, true, "<urls>", "client URLs to listen on, the first is used (default: the advertised client URL)"),
+    text("advertise-client-urls", S::ClientAdvertise, true, "<urls>", "advertised client URLs, the first is used (default: the listen URL, else http://127.0.0.1:4001)"),
+    text("listen-peer-urls", S::PeerListen, true, "<urls>", "peer URLs to listen on, the first is used (default: the advertised peer URL)"),
+    text("initial-advertise-peer-urls", S::PeerAdvertise, true, "<urls>", "advertised peer URLs, the first is used (default: the listen URL, else this node's --initial-cluster entry, else http://127.0.0.1:7001)"),
+    text("initial-cluster", S::InitialCluster, true, "<name=url,...>", "initial cluster members; must name this node when given (default none)"),
+    text("initial-cluster-state", S::InitialClusterState, true, "<new|existing>", "bootstrap a new cluster or join an existing one (default new)"),
+    text("initial-cluster-token", S::InitialClusterToken, true, "<token>", "initial cluster token (default \"etcd-cluster\")"),
+    text("trusted-ca-file", S::ClientTrustedCa, true, "<file>", "CA (PEM) for client certificates, enforced with --client-cert-auth (default none)"),
+    boolean("client-cert-auth", S::ClientCertAuth, true, "require client certificates chained to the CA (default false)"),
+    text("peer-trusted-ca-file", S::PeerTrustedCa, true, "<file>", "CA (PEM) for peer certificates, enforced with --peer-client-cert-auth (default none)"),
+    boolean("peer-client-cert-auth", S::PeerCertAuth, true, "require peer certificates chained to the CA (default false)"),
+    number("heartbeat-interval", S::Heartbeat, true, "<ms>", "same as -peer-heartbeat-interval (default 50)"),
+    number("election-timeout", S::Election, true, "<ms>", "same as -peer-election-timeout (default 200)"),
+    boolean("debug", S::VeryVerbose, true, "same as -vv"),
+    boolean("force-new-cluster", S::ForceNewCluster, true, "not supported (an error when true)"),
+    boolean("enable-v2", S::EnableV2, true, "accepted and ignored (the v2 API is always on)"),
+    number("max-snapshots", S::MaxSnapshots, true, "<n>", "accepted and ignored"),
+    number("max-wals", S::MaxWals, true, "<n>", "accepted and ignored"),
+    text("proxy", S::Proxy, true, "<off>", "only \"off\" is supported (default off)"),
+];
+
+/// Usage sections, in the order they are printed, with the dash style shown there (any
+/// name works with one or two dashes). Each name appears once; later sections only list the
+/// names that are new in their era.
+const SECTIONS: &[(&str, &str, &[Flag])] = &[
+    ("Flags of etcd v0.1", "-", V01_FLAGS),
+    ("Long names of etcd v0.2 - v0.4", "-", V02_FLAGS),
+    (
+        "Flags of etcd 2.x (the long names above work too: --name, --data-dir, --cert-file, ...)",
+        "--",
+        V2_FLAGS,
+    ),
+];
+
+/// Historical environment names that do not follow the `ETCD_<LONG_NAME>` rule. They are
+/// consulted before the regular names, which therefore win when both are set.
+const EXTRA_ENV: &[(&str, Setting)] = &[
+    ("ETCD_SNAPSHOTCOUNT", S::SnapshotCount),
+    ("ETCD_VERBOSE", S::Verbose),
+    ("ETCD_VERY_VERBOSE", S::VeryVerbose),
+    ("ETCD_VERY_VERY_VERBOSE", S::VeryVerbose),
+];
+
+fn all_flags() -> impl Iterator<Item = &'static Flag> {
+    SECTIONS.iter().flat_map(|(_, _, flags)| flags.iter())
+}
+
+fn lookup(name: &str) -> Option<&'static Flag> {
+    all_flags().find(|flag| flag.name == name)
+}
+
+fn env_name(flag_name: &str) -> String {
+    format!("ETCD_{}", flag_name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Every environment variable read, in the order of consultation (later wins).
+fn env_vars() -> Vec<(String, Setting)> {
+    let extra = EXTRA_ENV
+        .iter()
+        .map(|(var, setting)| (var.to_string(), *setting));
+    let regular = all_flags()
+        .filter(|flag| flag.env)
+        .map(|flag| (env_name(flag.name), flag.setting));
+    extra.chain(regular).collect()
+}
+
+/// The full flag list, Go-like: one flag per line with its meaning, default and variable.
+pub fn usage() -> String {
+    let mut out = String::new();
+    out.push_str("Usage: etcd [flags]\n\n");
+    out.push_str(
+        "Flags are written -flag value, -flag=value, --flag value or --flag=value.\n\
+         Boolean flags take no value (-f) or an attached one (-f=false).\n\
+         A command line flag wins over its ETCD_* variable, shown in [brackets].\n",
+    );
+    for (title, dash, flags) in SECTIONS {
+        out.push('\n');
+        out.push_str(title);
+        out.push_str(":\n");
+        for flag in flags.iter() {
+            let head = if flag.arg.is_empty() {
+                format!("{dash}{}", flag.name)
+            } else {
+                format!("{dash}{} {}", flag.name, flag.arg)
+            };
+            let env = if flag.env {
+                format!(" [{}]", env_name(flag.name))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("  {head:<38} {}{env}\n", flag.help));
+        }
+    }
+    out.push_str("\nOther:\n");
+    out.push_str(&format!(
+        "  {:<38} {}\n",
+        "-h, -help, --help", "print this help and exit"
+    ));
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the command line and the environment
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// The flag as typed, dashes included (`-m`, `--snapshot-count`).
+    Flag(String),
+    /// The environment variable name.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+            Source::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+/// One value given for a setting, with where it came from.
+#[derive(Debug, Clone)]
+struct Given {
+    setting: Setting,
+    value: String,
+    source: Source,
+}
+
+impl Given {
+    fn invalid(&self, reason: &str) -> ConfigError {
+        usage_error(format!(
+            "invalid value {:?} for {}: {reason}",
+            self.value, self.source
+        ))
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Boolean of a stored value: flags store `true`/`false`; the environment rule is "true
+/// unless `0` or `false`".
+fn truthy(value: &str) -> bool {
+    let value = value.trim();
+    !(value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
+fn parse_u64(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// Reads the arguments left to right. `Ok(None)` means help was asked for.
+fn scan(args: &[String]) -> Result<Option<Vec<Given>>, ConfigError> {
+    let mut given = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            if let Some(extra) = rest.next() {
+                return Err(unexpected(extra));
+            }
+            break;
+        }
+        if arg.len() < 2 || !arg.starts_with('-') {
+            return Err(unexpected(arg));
+        }
+        let dashes = if arg.starts_with("--") { 2 } else { 1 };
+        let body = &arg[dashes..];
+        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
+            return Err(usage_error(format!("bad flag syntax: {arg}")));
+        }
+        let (name, attached) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (body, None),
+        };
+        let typed = format!("{}{name}", &arg[..dashes]);
+        if name == "h" || name == "help" {
+            return Ok(None);
+        }
+        let Some(flag) = lookup(name) else {
+            return Err(usage_error(format!(
+                "flag provided but not defined: {typed}"
+            )));
+        };
+        let value = match (flag.kind, attached) {
+            (Kind::Bool, None) => "true".to_string(),
+            (Kind::Bool, Some(value)) => match parse_go_bool(value) {
+                Some(b) => b.to_string(),
+                None => {
+                    return Err(usage_error(format!(
+                        "invalid boolean value {value:?} for flag {typed}: parse error"
+                    )));
+                }
+            },
+            (_, Some(value)) => value.to_string(),
+            (_, None) => match rest.next() {
+                Some(value) => value.clone(),
+                None => return Err(usage_error(format!("flag needs an argument: {typed}"))),
+            },
+        };
+        let item = Given {
+            setting: flag.setting,
+            value,
+            source: Source::Flag(typed),
+        };
+        if flag.kind == Kind::Number && parse_u64(&item.value).is_none() {
+            return Err(item.invalid("parse error"));
+        }
+        given.push(item);
+    }
+    Ok(Some(given))
+}
+
+fn unexpected(arg: &str) -> ConfigError {
+    usage_error(format!(
+        "unexpected argument {arg:?}: etcd takes only flags"
+    ))
+}
+
+/// Parses the command line (`args` without the program name) and the environment (`env`
+/// looks a variable up, e.g. `&|k| std::env::var(k).ok()`). See the module documentation for
+/// the syntax and the precedence rules.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError> {
+    let Some(from_args) = scan(args)? else {
+        return Ok(Parsed::Help);
+    };
+    let mut map: BTreeMap<Setting, Given> = BTreeMap::new();
+    for item in from_args {
+        map.insert(item.setting.group(), item);
+    }
+    if map.get(&S::Version).is_some_and(|g| truthy(&g.value)) {
+        return Ok(Parsed::Version);
+    }
+    let on_command_line: BTreeSet<Setting> = map.keys().copied().collect();
+    for (var, setting) in env_vars() {
+        let group = setting.group();
+        if on_command_line.contains(&group) {
+            continue;
+        }
+        if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+            map.insert(
+                group,
+                Given {
+                    setting,
+                    value,
+                    source: Source::Env(var),
+                },
+            );
+        }
+    }
+    build(&Settings { map }).map(Parsed::Run)
+}
+
+// ---------------------------------------------------------------------------------------
+// Building the Config
+// ---------------------------------------------------------------------------------------
+
+/// The chosen value of every setting group that was given.
+struct Settings {
+    map: BTreeMap<Setting, Given>,
+}
+
+impl Settings {
+    fn get(&self, group: Setting) -> Option<&Given> {
+        self.map.get(&group)
+    }
+
+    /// The value when given and not blank.
+    fn text(&self, group: Setting) -> Option<&Given> {
+        self.get(group).filter(|g| !g.value.trim().is_empty())
+    }
+
+    fn path(&self, group: Setting) -> Option<PathBuf> {
+        self.text(group).map(|g| PathBuf::from(&g.value))
+    }
+
+    fn flag(&self, group: Setting) -> bool {
+        self.get(group).is_some_and(|g| truthy(&g.value))
+    }
+
+    fn number<T: TryFrom<u64>>(
+        &self,
+        group: Setting,
+        default: T,
+        min: u64,
+    ) -> Result<T, ConfigError> {
+        let Some(g) = self.get(group) else {
+            return Ok(default);
+        };
+        let n = parse_u64(&g.value).ok_or_else(|| g.invalid("parse error"))?;
+        if n < min {
+            return Err(g.invalid(&format!("must be at least {min}")));
+        }
+        T::try_from(n).map_err(|_| g.invalid("value out of range"))
+    }
+}
+
+/// Names used in the messages about one side's TLS files.
+struct TlsNames {
+    cert: Setting,
+    key: Setting,
+    ca_auth: Setting,
+    trusted_ca: Setting,
+    cert_auth: Setting,
+    pair: &'static str,
+    auth_without_ca: &'static str,
+    ca_without_cert: &'static str,
+    https_hint: &'static str,
+}
+
+const CLIENT_TLS: TlsNames = TlsNames {
+    cert: S::ClientCert,
+    key: S::ClientKey,
+    ca_auth: S::ClientCaAuth,
+    trusted_ca: S::ClientTrustedCa,
+    cert_auth: S::ClientCertAuth,
+    pair: "-clientCert and -clientKey must be given together",
+    auth_without_ca: "--client-cert-auth needs a CA file (--trusted-ca-file, --ca-file or -clientCAFile)",
+    ca_without_cert: "a client CA file (-clientCAFile, --ca-file, --trusted-ca-file) needs -clientCert and -clientKey",
+    https_hint: "https needs -clientCert and -clientKey (--cert-file and --key-file)",
+};
+
+const PEER_TLS: TlsNames = TlsNames {
+    cert: S::PeerCert,
+    key: S::PeerKey,
+    ca_auth: S::PeerCaAuth,
+    trusted_ca: S::PeerTrustedCa,
+    cert_auth: S::PeerCertAuth,
+    pair: "-serverCert and -serverKey must be given together",
+    auth_without_ca: "--peer-client-cert-auth needs a CA file (--peer-trusted-ca-file, --peer-ca-file or -serverCAFile)",
+    ca_without_cert: "a peer CA file (-serverCAFile, --peer-ca-file, --peer-trusted-ca-file) needs -serverCert and -serverKey",
+    https_hint: "https needs -serverCert and -serverKey (--peer-cert-file and --peer-key-file)",
+};
+
+fn tls_files(s: &Settings, names: &TlsNames) -> Result<TlsFiles, ConfigError> {
+    let cert = s.path(names.cert);
+    let key = s.path(names.key);
+    if cert.is_some() != key.is_some() {
+        return Err(usage_error(names.pair));
+    }
+    let ca_with_auth = s.path(names.ca_auth);
+    let auth = s.flag(names.cert_auth) || ca_with_auth.is_some();
+    let ca = ca_with_auth.or_else(|| s.path(names.trusted_ca));
+    if auth && ca.is_none() {
+        return Err(usage_error(names.auth_without_ca));
+    }
+    if ca.is_some() && cert.is_none() {
+        return Err(usage_error(names.ca_without_cert));
+    }
+    Ok(TlsFiles {
+        cert,
+        key,
+        ca,
+        client_cert_auth: auth,
+    })
+}
+
+/// An address as written: optional scheme, host (IPv6 in brackets), optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    scheme: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Err("missing port".to_string());
+    }
+    parse_u64(text)
+        .and_then(|port| u16::try_from(port).ok())
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("port {text:?} is not a number between 1 and 65535"))
+}
+
+fn valid_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+/// Parses `host`, `host:port`, `[v6]`, `[v6]:port`, a bare IPv6 address (host only), or any
+/// of these behind `http://` / `https://` with an optional trailing `/`.
+fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
+    let raw = raw.trim();
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((scheme, rest)) => {
+            let lower = scheme.to_ascii_lowercase();
+            if lower != "http" && lower != "https" {
+                return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
+            }
+            (Some(lower), rest)
+        }
+        None => (None, raw),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
+        return Err("expected host:port or a URL without path".to_string());
+    }
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((inner, tail)) = bracketed.split_once(']') else {
+            return Err("unclosed '[' in IPv6 address".to_string());
+        };
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("invalid IPv6 address {inner:?}"));
+        }
+        let port = match tail {
+            "" => None,
+            _ => match tail.strip_prefix(':') {
+                Some(port) => Some(parse_port(port)?),
+                None => return Err("unexpected text after the IPv6 address".to_string()),
+            },
+        };
+        return Ok(Endpoint {
+            scheme,
+            host: format!("[{inner}]"),
+            port,
+        });
+    }
+    let (host, port) = match rest.matches(':').count() {
+        0 => (rest.to_string(), None),
+        1 => {
+            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+            (host.to_string(), Some(parse_port(port)?))
+        }
+        _ => {
+            if rest.parse::<Ipv6Addr>().is_ok() {
+                (format!("[{rest}]"), None)
+            } else {
+                return Err("IPv6 addresses must be bracketed, e.g. [::1]:4001".to_string());
+            }
+        }
+    };
+    if host.is_empty() {
+        return Err("missing host".to_string());
+    }
+    if !host.starts_with('[') && !valid_host_name(&host) {
+        return Err(format!("invalid host {host:?}"));
+    }
+    Ok(Endpoint { scheme, host, port })
+}
+
+fn is_unspecified(host: &str) -> bool {
+    if let Ok(v4) = host.parse::<Ipv4Addr>() {
+        return v4.is_unspecified();
+    }
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        .is_some_and(|v6| v6.is_unspecified())
+}
+
+/// First address of a comma list; all entries are checked.
+fn first_endpoint(g: &Given, require_port: bool) -> Result<Endpoint, ConfigError> {
+    let host_only = matches!(g.setting, S::ClientListenHost | S::PeerListenHost);
+    let mut first = None;
+    for item in g.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let ep = parse_endpoint(item).map_err(|why| g.invalid(&why))?;
+        if host_only && (ep.port.is_some() || ep.scheme.is_some()) {
+            return Err(g.invalid(
+                "expected a host without port (the port comes from the advertised address)",
+            ));
+        }
+        if require_port && ep.port.is_none() {
+            return Err(g.invalid("missing port"));
+        }
+        first.get_or_insert(ep);
+    }
+    first.ok_or_else(|| g.invalid("no address given"))
+}
+
+fn check_scheme(g: &Given, ep: &Endpoint, tls: bool, hint: &str) -> Result<(), ConfigError> {
+    if ep.scheme.as_deref() == Some("https") && !tls {
+        return Err(g.invalid(hint));
+    }
+    Ok(())
+}
+
+/// Resolves one side to (advertised URL, listen `host:port`).
+fn resolve_side(
+    s: &Settings,
+    advertise: Setting,
+    listen: Setting,
+    fallback: Option<(&Given, Endpoint)>,
+    default_port: u16,
+    tls: bool,
+    https_hint: &str,
+) -> Result<(String, String), ConfigError> {
+    let mut adv = match s.get(advertise) {
+        Some(g) => {
+            let ep = first_endpoint(g, true)?;
+            check_scheme(g, &ep, tls, https_hint)?;
+            Some(ep)
+        }
+        None => None,
+    };
+    let lis = match s.get(listen) {
+        Some(g) => {
+            let ep = first_endpoint(g, false)?;
+            check_scheme(g, &ep, tls, https_hint)?;
+            Some(ep)
+        }
+        None => None,
+    };
+    if adv.is_none()
+        && lis.is_none()
+        && let Some((g, ep)) = fallback
+    {
+        check_scheme(g, &ep, tls, https_hint)?;
+        adv = Some(ep);
+    }
+    let (adv_host, adv_port) = match (&adv, &lis) {
+        (Some(ep), _) => (ep.host.clone(), ep.port.unwrap_or(default_port)),
+        (
+            None,
+            Some(Endpoint {
+                host,
+                port: Some(port),
+                ..
+            }),
+        ) => {
+            let host = if is_unspecified(host) {
+                DEFAULT_HOST.to_string()
+            } else {
+                host.clone()
+            };
+            (host, *port)
+        }
+        _ => (DEFAULT_HOST.to_string(), default_port),
+    };
+    let (listen_host, listen_port) = match lis {
+        Some(ep) => (ep.host, ep.port.unwrap_or(adv_port)),
+        None => (adv_host.clone(), adv_port),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    Ok((
+        format!("{scheme}://{adv_host}:{adv_port}"),
+        format!("{listen_host}:{listen_port}"),
+    ))
+}
+
+fn parse_initial_cluster(g: &Given) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut members = Vec::new();
+    for entry in g.value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, url)) = entry.split_once('=') else {
+            return Err(g.invalid(&format!("entry {entry:?} is not name=URL")));
+        };
+        let (name, url) = (name.trim(), url.trim());
+        if name.is_empty() {
+            return Err(g.invalid(&format!("entry {entry:?} has no name")));
+        }
+        let ep =
+            parse_endpoint(url).map_err(|why| g.invalid(&format!("entry {entry:?}: {why}")))?;
+        if ep.scheme.is_none() || ep.port.is_none() {
+            return Err(g.invalid(&format!(
+                "entry {entry:?}: the URL needs a scheme and a port, e.g. http://127.0.0.1:7001"
+            )));
+        }
+        members.push((name.to_string(), url.to_string()));
+    }
+    if members.is_empty() {
+        return Err(g.invalid("no members given"));
+    }
+    Ok(members)
+}
+
+/// Peer `host:port`s from a `-C` list or a `-CF` file's content (commas or white space).
+fn peer_list(g: &Given, text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut peers = Vec::new();
+    for item in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|i| !i.is_empty())
+    {
+        let ep = parse_endpoint(item).map_err(|why| g.invalid(&format!("peer {item:?}: {why}")))?;
+        let Some(port) = ep.port else {
+            return Err(g.invalid(&format!("peer {item:?}: missing port")));
+        };
+        peers.push(format!("{}:{port}", ep.host));
+    }
+    Ok(peers)
+}
+
+fn build(s: &Settings) -> Result<Config, ConfigError> {
+    // Features this server does not have.
+    if s.text(S::ConfigFile).is_some() {
+        return Err(usage_error(
+            "-config files are not supported; use flags or ETCD_* variables",
+        ));
+    }
+    if s.text(S::Discovery).is_some() {
+        return Err(usage_error(
+            "-discovery is not supported; use -C/-peers or --initial-cluster",
+        ));
+    }
+    if s.flag(S::ForceNewCluster) {
+        return Err(usage_error("--force-new-cluster is not supported"));
+    }
+    if let Some(g) = s.text(S::Proxy)
+        && g.value.trim() != "off"
+    {
+        return Err(g.invalid("only \"off\" is supported (this server is never a proxy)"));
+    }
+    s.number::<u64>(S::MaxSnapshots, 0, 0)?;
+    s.number::<u64>(S::MaxWals, 0, 0)?;
+
+    let name = match s.get(S::Name) {
+        Some(g) if g.value.trim().is_empty() => return Err(usage_error("node name is required")),
+        Some(g) => g.value.clone(),
+        None => DEFAULT_NAME.to_string(),
+    };
+    let data_dir = s
+        .path(S::DataDir)
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+
+    let client_tls = tls_files(s, &CLIENT_TLS)?;
+    let peer_tls = tls_files(s, &PEER_TLS)?;
+
+    let initial_cluster = match s.get(S::InitialCluster) {
+        Some(g) => parse_initial_cluster(g)?,
+        None => Vec::new(),
+    };
+    let own_entry = match s.get(S::InitialCluster) {
+        Some(g) if !initial_cluster.is_empty() => {
+            let Some((_, url)) = initial_cluster.iter().find(|(n, _)| *n == name) else {
+                return Err(usage_error(format!(
+                    "--initial-cluster has no entry for this node's name {name:?}"
+                )));
+            };
+            let ep = parse_endpoint(url).map_err(|why| g.invalid(&why))?;
+            Some((g, ep))
+        }
+        _ => None,
+    };
+    let initial_cluster_state = match s.get(S::InitialClusterState) {
+        None => ClusterState::New,
+        Some(g) => match g.value.trim() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            _ => return Err(g.invalid("must be \"new\" or \"existing\"")),
+        },
+    };
+    let initial_cluster_token = s
+        .text(S::InitialClusterToken)
+        .map(|g| g.value.trim().to_string())
+        .unwrap_or_else(|| DEFAULT_TOKEN.to_string());
+
+    let (client_url, client_listen) = resolve_side(
+        s,
+        S::ClientAdvertise,
+        S::ClientListen,
+        None,
+        DEFAULT_CLIENT_PORT,
+        client_tls.enabled(),
+        CLIENT_TLS.https_hint,
+    )?;
+    let (peer_url, peer_listen) = resolve_side(
+        s,
+        S::PeerAdvertise,
+        S::PeerListen,
+        own_entry,
+        DEFAULT_PEER_PORT,
+        peer_tls.enabled(),
+        PEER_TLS.https_hint,
+    )?;
+
+    let join = match s.get(S::JoinList) {
+        Some(g) if g.setting == S::JoinFile && !g.value.trim().is_empty() => {
+            let content = std::fs::read_to_string(&g.value).map_err(|e| {
+                usage_error(format!(
+                    "cannot read peers file {:?} ({}): {e}",
+                    g.value, g.source
+                ))
+            })?;
+            peer_list(g, &content)?
+        }
+        Some(g) if g.setting == S::JoinList => peer_list(g, &g.value)?,
+        _ => Vec::new(),
+    };
+
+    let heartbeat_ms = s.number(S::Heartbeat, DEFAULT_HEARTBEAT_MS, 1)?;
+    let election_ms = s.number(S::Election, DEFAULT_ELECTION_MS, 1)?;
+    if election_ms <= heartbeat_ms {
+        return Err(usage_error(format!(
+            "election timeout ({election_ms} ms) must be greater than the heartbeat interval ({heartbeat_ms} ms)"
+        )));
+    }
+
+    let verbosity = if s.flag(S::VeryVerbose) {
+        2
+    } else if s.flag(S::Verbose) {
+        1
+    } else {
+        0
+    };
+    let cors = s
+        .get(S::Cors)
+        .map(|g| {
+            g.value
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    Ok(Config {
+        name,
+        data_dir,
+        client_url,
+        client_listen,
+        peer_url,
+        peer_listen,
+        join,
+        initial_cluster,
+        initial_cluster_state,
+        initial_cluster_token,
+        force: s.flag(S::Force),
+        history_size: s.number(S::HistorySize, DEFAULT_HISTORY, 1)?,
+        max_retry: s.number(S::MaxRetry, DEFAULT_MAX_RETRY, 0)?,
+        max_cluster_size: s.number(S::MaxClusterSize, DEFAULT_MAX_CLUSTER_SIZE, 1)?,
+        snapshot: s.flag(S::Snapshot),
+        snapshot_count: s.number(S::SnapshotCount, DEFAULT_SNAPSHOT_COUNT, 1)?,
+        client_tls,
+        peer_tls,
+        verbosity,
+        cors,
+        heartbeat_ms,
+        election_ms,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Parses `args` with the environment `vars`.
+    fn parse_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Parsed, ConfigError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(&args, &move |k: &str| vars.get(k).cloned())
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    fn run_args_env(args: &[&str], vars: &[(&str, &str)]) -> Config {
+        match parse_with(args, vars) {
+            Ok(Parsed::Run(config)) => config,
+            other => panic!("{args:?}: expected a config, got {other:?}"),
+        }
+    }
+
+    fn err_args_env(args: &[&str], vars: &[(&str, &str)]) -> String {
+        match parse_with(args, vars) {
+            Err(e) => e.to_string(),
+            other => panic!("{args:?}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn run_args(args: &[&str]) -> Config {
+        run_args_env(args, &[])
+    }
+
+    fn err_args(args: &[&str]) -> String {
+        err_args_env(args, &[])
+    }
+
+    /// Runs a command line given as one string split on white space.
+    fn run(line: &str) -> Config {
+        run_args(&words(line))
+    }
+
+    fn run_env(line: &str, vars: &[(&str, &str)]) -> Config {
+        run_args_env(&words(line), vars)
+    }
+
+    fn err(line: &str) -> String {
+        err_args(&words(line))
+    }
+
+    fn err_env(line: &str, vars: &[(&str, &str)]) -> String {
+        err_args_env(&words(line), vars)
+    }
+
+    fn outcome(line: &str) -> Result<Parsed, ConfigError> {
+        parse_with(&words(line), &[])
+    }
+
+    fn temp_path(tag: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let file = format!("etcd-config-test-{}-{tag}-{nanos}", std::process::id());
+        std::env::temp_dir().join(file)
+    }
+
+    fn pair(name: &str, url: &str) -> (String, String) {
+        (name.to_string(), url.to_string())
+    }
+
+    // --- defaults and the Go flag syntax ---
+
+    #[test]
+    fn no_arguments_give_the_v01_defaults() {
+        let config = run("");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.name, "default-name");
+        assert_eq!(config.data_dir, PathBuf::from("default-name.etcd"));
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.client_listen, "127.0.0.1:4001");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7001");
+        assert_eq!(config.peer_listen, "127.0.0.1:7001");
+        assert_eq!(config.history_size, 1000);
+        assert_eq!(config.max_retry, 3);
+        assert_eq!(config.max_cluster_size, 9);
+        assert_eq!(config.snapshot_count, 10000);
+        assert_eq!((config.heartbeat_ms, config.election_ms), (50, 200));
+        assert_eq!(config.initial_cluster_token, "etcd-cluster");
+        assert_eq!(config.initial_cluster_state, ClusterState::New);
+        assert_eq!(config.verbosity, 0);
+        assert!(!config.force && !config.snapshot);
+        assert!(config.join.is_empty() && config.cors.is_empty());
+        assert!(config.initial_cluster.is_empty());
+        assert_eq!(config.client_tls, TlsFiles::default());
+        assert_eq!(config.peer_tls, TlsFiles::default());
+    }
+
+    #[test]
+    fn all_four_value_forms_are_equal() {
+        for line in [
+            "-n node1",
+            "-n=node1",
+            "--n node1",
+            "--n=node1",
+            "-name node1",
+            "--name=node1",
+        ] {
+            assert_eq!(run(line).name, "node1", "{line}");
+        }
+    }
+
+    #[test]
+    fn attached_value_may_contain_equals_or_be_empty() {
+        assert_eq!(run("-cors=a=b").cors, vec!["a=b"]);
+        assert_eq!(err("-n="), "node name is required");
+    }
+
+    #[test]
+    fn value_is_taken_even_when_it_looks_like_a_flag() {
+        assert_eq!(run("-n -c").name, "-c");
+    }
+
+    #[test]
+    fn last_repeated_flag_wins_across_aliases() {
+        assert_eq!(run("-n a -n b").name, "b");
+        assert_eq!(run("-n a -name b --name c").name, "c");
+        assert_eq!(run("--name c -n a").name, "a");
+        assert_eq!(
+            run("-c 10.0.0.1:1 --advertise-client-urls http://10.0.0.2:2").client_url,
+            "http://10.0.0.2:2"
+        );
+    }
+
+    #[test]
+    fn bool_flags_without_value_and_with_go_spellings() {
+        assert!(run("-f").force);
+        assert!(run("--force").force);
+        for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(run(&format!("-f={yes}")).force, "{yes}");
+        }
+        for no in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert!(!run(&format!("-force={no}")).force, "{no}");
+        }
+        assert!(!run("-f -f=false").force);
+        assert!(run("-snapshot").snapshot);
+    }
+
+    #[test]
+    fn bool_bad_value_is_an_error() {
+        assert_eq!(
+            err("-f=yes"),
+            "invalid boolean value \"yes\" for flag -f: parse error"
+        );
+        assert_eq!(
+            err("--force="),
+            "invalid boolean value \"\" for flag --force: parse error"
+        );
+    }
+
+    #[test]
+    fn bool_flag_does_not_take_the_next_argument() {
+        assert_eq!(
+            err("-f false"),
+            "unexpected argument \"false\": etcd takes only flags"
+        );
+    }
+
+    #[test]
+    fn unknown_flag_is_reported_as_typed() {
+        assert_eq!(err("-foo"), "flag provided but not defined: -foo");
+        assert_eq!(err("--foo=1"), "flag provided but not defined: --foo");
+        assert_eq!(
+            err("-n x -bogus 1"),
+            "flag provided but not defined: -bogus"
+        );
+        assert_eq!(
+            err("--logger=zap"),
+            "flag provided but not defined: --logger"
+        );
+    }
+
+    #[test]
+    fn names_are_case_sensitive() {
+        assert_eq!(err("-N x"), "flag provided but not defined: -N");
+        assert_eq!(err("-Name x"), "flag provided but not defined: -Name");
+        assert_eq!(err("-cf x"), "flag provided but not defined: -cf");
+        let config = run("-C 10.0.0.1:7001 -c 10.0.0.2:4001");
+        assert_eq!(config.join, vec!["10.0.0.1:7001"]);
+        assert_eq!(config.client_url, "http://10.0.0.2:4001");
+    }
+
+    #[test]
+    fn missing_value_is_an_error() {
+        assert_eq!(err("-n"), "flag needs an argument: -n");
+        assert_eq!(err("-f --data-dir"), "flag needs an argument: --data-dir");
+        assert_eq!(err("-m"), "flag needs an argument: -m");
+    }
+
+    #[test]
+    fn bad_numbers_are_errors() {
+        assert_eq!(
+            err("-m abc"),
+            "invalid value \"abc\" for flag -m: parse error"
+        );
+        assert_eq!(
+            err("-r -1"),
+            "invalid value \"-1\" for flag -r: parse error"
+        );
+        assert_eq!(err("-m="), "invalid value \"\" for flag -m: parse error");
+        assert_eq!(
+            err("--snapshot-count=1.5"),
+            "invalid value \"1.5\" for flag --snapshot-count: parse error"
+        );
+        assert_eq!(
+            err("-r 4294967296"),
+            "invalid value \"4294967296\" for flag -r: value out of range"
+        );
+        assert!(err("-m 99999999999999999999999").ends_with("parse error"));
+    }
+
+    #[test]
+    fn double_dash_ends_flags_and_positionals_are_errors() {
+        assert_eq!(run("-n a --").name, "a");
+        assert_eq!(
+            err("-n a -- x"),
+            "unexpected argument \"x\": etcd takes only flags"
+        );
+        assert_eq!(
+            err("node0"),
+            "unexpected argument \"node0\": etcd takes only flags"
+        );
+        assert_eq!(
+            err("-n a node0"),
+            "unexpected argument \"node0\": etcd takes only flags"
+        );
+        assert_eq!(err("-"), "unexpected argument \"-\": etcd takes only flags");
+        assert_eq!(
+            err_args(&[""]),
+            "unexpected argument \"\": etcd takes only flags"
+        );
+    }
+
+    #[test]
+    fn bad_flag_syntax() {
+        assert_eq!(err("---n x"), "bad flag syntax: ---n");
+        assert_eq!(err("-=x"), "bad flag syntax: -=x");
+        assert_eq!(err("--=x"), "bad flag syntax: --=x");
+    }
+
+    #[test]
+    fn help_in_all_spellings() {
+        for line in [
+            "-h",
+            "-help",
+            "--help",
+            "--h",
+            "-h=1",
+            "-n a -h",
+            "-h -bogus",
+            "-h -m abc",
+            "-version -h",
+        ] {
+            assert_eq!(outcome(line), Ok(Parsed::Help), "{line}");
+        }
+        // An error met before the help flag wins, as in Go.
+        assert!(outcome("-bogus -h").is_err());
+        assert!(outcome("-m abc -h").is_err());
+    }
+
+    #[test]
+    fn version_flag_and_v_is_not_version() {
+        for line in [
+            "-version",
+            "--version",
+            "-version=true",
+            "-c nonsense -version",
+        ] {
+            assert_eq!(outcome(line), Ok(Parsed::Version), "{line}");
+        }
+        assert_eq!(
+            parse_with(&["-n", "", "-version"], &[]),
+            Ok(Parsed::Version)
+        );
+        assert!(matches!(outcome("-version=false"), Ok(Parsed::Run(_))));
+        assert_eq!(run("-v").verbosity, 1);
+        // ETCD_VERSION is often set by container images; it does not ask for the version.
+        assert_eq!(run_env("", &[("ETCD_VERSION", "3.4.0")]), Config::default());
+    }
+
+    #[test]
+    fn verbosity_levels() {
+        assert_eq!(run("-v").verbosity, 1);
+        assert_eq!(run("-vv").verbosity, 2);
+        assert_eq!(run("-vvv").verbosity, 2);
+        assert_eq!(run("--debug").verbosity, 2);
+        assert_eq!(run("-v -vv").verbosity, 2);
+        assert_eq!(run("-vv=false -v").verbosity, 1);
+        assert_eq!(run_env("", &[("ETCD_VERBOSE", "1")]).verbosity, 1);
+        assert_eq!(run_env("", &[("ETCD_VERY_VERBOSE", "true")]).verbosity, 2);
+        assert_eq!(run_env("", &[("ETCD_DEBUG", "true")]).verbosity, 2);
+        assert_eq!(run_env("-vv=false", &[("ETCD_DEBUG", "true")]).verbosity, 0);
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for line in [
+            "-foo",
+            "-m x",
+            "-n",
+            "-c nope",
+            "-clientCert a",
+            "-config x",
+        ] {
+            assert!(!err(line).contains('\n'), "{line}");
+        }
+        let e = outcome("-foo").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Usage("flag provided but not defined: -foo".to_string())
+        );
+        let boxed: Box<dyn std::error::Error> = Box::new(e);
+        assert_eq!(boxed.to_string(), "flag provided but not defined: -foo");
+    }
+
+    // --- name and data directory ---
+
+    #[test]
+    fn blank_name_is_an_error() {
+        assert_eq!(err_args(&["-n", ""]), "node name is required");
+        assert_eq!(err_args(&["--name", "   "]), "node name is required");
+    }
+
+    #[test]
+    fn data_dir_defaults_to_name_dot_etcd() {
+        assert_eq!(run("-n foo").data_dir, PathBuf::from("foo.etcd"));
+        assert_eq!(run("-d /var/lib/x").data_dir, PathBuf::from("/var/lib/x"));
+        assert_eq!(run("--data-dir=rel/dir").data_dir, PathBuf::from("rel/dir"));
+        assert_eq!(run("-n foo -d=").data_dir, PathBuf::from("foo.etcd"));
+    }
+
+    #[test]
+    fn readme_first_node_line() {
+        let config = run("-d node0 -n node0");
+        assert_eq!(config.name, "node0");
+        assert_eq!(config.data_dir, PathBuf::from("node0"));
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7001");
+        assert!(config.join.is_empty());
+    }
+
+    #[test]
+    fn readme_second_node_line() {
+        let config = run("-s 127.0.0.1:7002 -c 127.0.0.1:4002 -C 127.0.0.1:7001 -d node2 -n node2");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7002");
+        assert_eq!(config.peer_listen, "127.0.0.1:7002");
+        assert_eq!(config.client_url, "http://127.0.0.1:4002");
+        assert_eq!(config.client_listen, "127.0.0.1:4002");
+        assert_eq!(config.join, vec!["127.0.0.1:7001"]);
+    }
+
+    // --- numbers and other settings ---
+
+    #[test]
+    fn v01_numeric_flags() {
+        let config = run("-m 50 -r 0 -maxsize 3 -snapshotCount 500");
+        assert_eq!(config.history_size, 50);
+        assert_eq!(config.max_retry, 0);
+        assert_eq!(config.max_cluster_size, 3);
+        assert_eq!(config.snapshot_count, 500);
+    }
+
+    #[test]
+    fn v02_numeric_long_names() {
+        let config = run(
+            "-max-result-buffer=20 -max-retry-attempts=7 -max-cluster-size=5 -snapshot-count=42",
+        );
+        assert_eq!(config.history_size, 20);
+        assert_eq!(config.max_retry, 7);
+        assert_eq!(config.max_cluster_size, 5);
+        assert_eq!(config.snapshot_count, 42);
+    }
+
+    #[test]
+    fn zero_values_that_make_no_sense_are_errors() {
+        let at_least_one =
+            |flag: &str| format!("invalid value \"0\" for flag {flag}: must be at least 1");
+        assert_eq!(err("-snapshotCount 0"), at_least_one("-snapshotCount"));
+        assert_eq!(err("--snapshot-count 0"), at_least_one("--snapshot-count"));
+        assert_eq!(err("-m 0"), at_least_one("-m"));
+        assert_eq!(err("-maxsize=0"), at_least_one("-maxsize"));
+    }
+
+    #[test]
+    fn ignored_flags_are_accepted() {
+        let line = "-w 127.0.0.1:4002 -cpuprofile /tmp/prof --enable-v2 --max-snapshots 5 --max-wals=5 --proxy off";
+        assert_eq!(run(line), Config::default());
+        assert_eq!(
+            err("--max-wals x"),
+            "invalid value \"x\" for flag --max-wals: parse error"
+        );
+    }
+
+    #[test]
+    fn cors_list() {
+        let config = run_args(&["-cors", "http://a.example, http://b.example,,"]);
+        assert_eq!(config.cors, vec!["http://a.example", "http://b.example"]);
+        assert_eq!(run("--cors=*").cors, vec!["*"]);
+    }
+
+    #[test]
+    fn timing_flags() {
+        let config = run("--heartbeat-interval 100 --election-timeout 1000");
+        assert_eq!((config.heartbeat_ms, config.election_ms), (100, 1000));
+        let config = run("-peer-heartbeat-timeout=20 -peer-election-timeout=120");
+        assert_eq!((config.heartbeat_ms, config.election_ms), (20, 120));
+        assert_eq!(run("-peer-heartbeat-interval 60").heartbeat_ms, 60);
+        assert_eq!(run("--election-timeout 1000").election_ms, 1000);
+    }
+
+    #[test]
+    fn election_must_exceed_heartbeat() {
+        assert_eq!(
+            err("--heartbeat-interval 300"),
+            "election timeout (200 ms) must be greater than the heartbeat interval (300 ms)"
+        );
+        assert!(
+            err("--heartbeat-interval 100 --election-timeout 100").starts_with("election timeout")
+        );
+        assert!(err("--heartbeat-interval 0").ends_with("must be at least 1"));
+    }
+
+    #[test]
+    fn unsupported_features_are_errors() {
+        assert_eq!(
+            err("-config /etc/etcd.toml"),
+            "-config files are not supported; use flags or ETCD_* variables"
+        );
+        assert!(
+            err("-discovery https://discovery.etcd.io/x")
+                .starts_with("-discovery is not supported")
+        );
+        assert_eq!(
+            err("--force-new-cluster"),
+            "--force-new-cluster is not supported"
+        );
+        assert_eq!(run("--force-new-cluster=false"), Config::default());
+        assert!(err("--proxy on").starts_with("invalid value \"on\" for flag --proxy"));
+        assert!(err_env("", &[("ETCD_DISCOVERY", "https://d/x")]).starts_with("-discovery"));
+        assert!(err_env("", &[("ETCD_PROXY", "readonly")]).contains("ETCD_PROXY"));
+    }
+
+    // --- addresses ---
+
+    #[test]
+    fn client_address_accepts_a_url() {
+        let config = run("-c http://127.0.0.1:4001");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.client_listen, "127.0.0.1:4001");
+        assert_eq!(
+            run("-c http://10.1.2.3:4005/").client_url,
+            "http://10.1.2.3:4005"
+        );
+        assert_eq!(
+            run("-c HTTP://myhost:4005").client_url,
+            "http://myhost:4005"
+        );
+        assert_eq!(run("-s localhost:7005").peer_listen, "localhost:7005");
+    }
+
+    #[test]
+    fn cl_overrides_only_the_listen_host() {
+        let config = run("-c 10.0.0.1:4002 -cl 0.0.0.0");
+        assert_eq!(config.client_url, "http://10.0.0.1:4002");
+        assert_eq!(config.client_listen, "0.0.0.0:4002");
+        let config = run("-cl 0.0.0.0");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.client_listen, "0.0.0.0:4001");
+        let config = run("-cl 0.0.0.0 -c 10.0.0.1:4002");
+        assert_eq!(config.client_listen, "0.0.0.0:4002");
+    }
+
+    #[test]
+    fn sl_overrides_only_the_peer_listen_host() {
+        let config = run("-s myhost:7005 -sl 0.0.0.0");
+        assert_eq!(config.peer_url, "http://myhost:7005");
+        assert_eq!(config.peer_listen, "0.0.0.0:7005");
+        assert_eq!(run("-sl 10.1.1.1").peer_listen, "10.1.1.1:7001");
+    }
+
+    #[test]
+    fn cl_and_sl_take_a_host_only() {
+        assert!(
+            err("-cl 0.0.0.0:5000")
+                .starts_with("invalid value \"0.0.0.0:5000\" for flag -cl: expected a host")
+        );
+        assert!(
+            err("-sl http://0.0.0.0").starts_with("invalid value \"http://0.0.0.0\" for flag -sl")
+        );
+    }
+
+    #[test]
+    fn bind_addr_with_and_without_port() {
+        let config = run("-addr 10.0.0.1:4003 -bind-addr 0.0.0.0");
+        assert_eq!(config.client_url, "http://10.0.0.1:4003");
+        assert_eq!(config.client_listen, "0.0.0.0:4003");
+        let config = run("-bind-addr 0.0.0.0:5000");
+        assert_eq!(config.client_listen, "0.0.0.0:5000");
+        assert_eq!(config.client_url, "http://127.0.0.1:5000");
+        let config = run("-peer-addr 10.0.0.1:7003 -peer-bind-addr 0.0.0.0:7100");
+        assert_eq!(config.peer_url, "http://10.0.0.1:7003");
+        assert_eq!(config.peer_listen, "0.0.0.0:7100");
+    }
+
+    #[test]
+    fn listen_urls_alone_define_the_advertised_urls() {
+        let config =
+            run("--listen-client-urls http://0.0.0.0:4001 --listen-peer-urls http://10.0.0.9:7009");
+        assert_eq!(config.client_listen, "0.0.0.0:4001");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.peer_listen, "10.0.0.9:7009");
+        assert_eq!(config.peer_url, "http://10.0.0.9:7009");
+        let config = run("--listen-client-urls http://[::]:4001");
+        assert_eq!(config.client_listen, "[::]:4001");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+    }
+
+    #[test]
+    fn advertise_alone_defines_the_listen_address() {
+        let config = run("--advertise-client-urls http://10.0.0.5:2379");
+        assert_eq!(config.client_listen, "10.0.0.5:2379");
+        let config = run("--initial-advertise-peer-urls http://10.0.0.5:2380");
+        assert_eq!(config.peer_listen, "10.0.0.5:2380");
+        assert_eq!(config.peer_url, "http://10.0.0.5:2380");
+    }
+
+    #[test]
+    fn url_lists_use_the_first_and_check_all() {
+        let config = run("--advertise-client-urls http://127.0.0.1:2379,http://127.0.0.1:4001");
+        assert_eq!(config.client_url, "http://127.0.0.1:2379");
+        assert_eq!(config.client_listen, "127.0.0.1:2379");
+        let message = err("--advertise-client-urls http://127.0.0.1:2379,http://x:0");
+        assert!(message.starts_with("invalid value \"http://127.0.0.1:2379,http://x:0\" for flag --advertise-client-urls: port"), "{message}");
+        assert!(err("--listen-client-urls ,").ends_with("no address given"));
+    }
+
+    #[test]
+    fn bad_addresses_name_the_flag() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "-c 127.0.0.1:0",
+                "for flag -c: port \"0\" is not a number between 1 and 65535",
+            ),
+            ("-c 127.0.0.1:65536", "for flag -c: port \"65536\""),
+            ("-c 127.0.0.1:http", "for flag -c: port \"http\""),
+            ("-c 127.0.0.1", "for flag -c: missing port"),
+            ("-c 127.0.0.1:", "for flag -c: missing port"),
+            ("-c :4001", "for flag -c: missing host"),
+            ("-s ftp://h:1", "for flag -s: unsupported scheme \"ftp\""),
+            (
+                "-addr http://h:1/path",
+                "for flag -addr: expected host:port",
+            ),
+            ("-s ::1", "for flag -s: missing port"),
+            ("-s [::1:7001", "for flag -s: unclosed"),
+            ("-s ho$t:7001", "for flag -s: invalid host"),
+            (
+                "-peer-addr a:1:2:x",
+                "for flag -peer-addr: IPv6 addresses must be bracketed",
+            ),
+            (
+                "--listen-peer-urls http://h:99999",
+                "for flag --listen-peer-urls: port",
+            ),
+        ];
+        for (line, expected) in cases {
+            let message = err(line);
+            assert!(message.starts_with("invalid value"), "{line}: {message}");
+            assert!(message.contains(expected), "{line}: {message}");
+        }
+        assert!(err_args(&["-peer-addr", "a b:1"]).contains("for flag -peer-addr"));
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let config = run("-c [::1]:4001 -cl ::");
+        assert_eq!(config.client_url, "http://[::1]:4001");
+        assert_eq!(config.client_listen, "[::]:4001");
+        let config = run("--listen-peer-urls http://[fe80::1]:7001");
+        assert_eq!(config.peer_url, "http://[fe80::1]:7001");
+        assert_eq!(config.peer_listen, "[fe80::1]:7001");
+    }
+
+    #[test]
+    fn endpoint_parser() {
+        let ep = parse_endpoint("https://Host-1.example:443/").unwrap();
+        let expected = Endpoint {
+            scheme: Some("https".to_string()),
+            host: "Host-1.example".to_string(),
+            port: Some(443),
+        };
+        assert_eq!(ep, expected);
+        assert_eq!(parse_endpoint("h").unwrap().port, None);
+        assert_eq!(parse_endpoint("[::1]").unwrap().host, "[::1]");
+        assert_eq!(parse_endpoint("h:080").unwrap().port, Some(80));
+        assert!(parse_endpoint("[::1]x").is_err());
+        assert!(parse_endpoint("[zz]:1").is_err());
+        assert!(parse_endpoint("h:70000").is_err());
+        assert!(parse_endpoint("user@h:1").is_err());
+        assert!(is_unspecified("0.0.0.0") && is_unspecified("[::]"));
+        assert!(!is_unspecified("127.0.0.1") && !is_unspecified("localhost"));
+    }
+
+    // --- TLS ---
+
+    #[test]
+    fn client_cert_and_key_switch_the_client_side_to_https() {
+        let config = run("-clientCert server.crt -clientKey server.key");
+        assert_eq!(config.client_url, "https://127.0.0.1:4001");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7001");
+        assert_eq!(config.client_tls.cert, Some(PathBuf::from("server.crt")));
+        assert_eq!(config.client_tls.key, Some(PathBuf::from("server.key")));
+        assert_eq!(config.client_tls.ca, None);
+        assert!(!config.client_tls.client_cert_auth);
+        assert!(config.client_tls.enabled());
+        assert!(!config.peer_tls.enabled());
+        let config = run("-c http://127.0.0.1:4001 --cert-file a --key-file b");
+        assert_eq!(config.client_url, "https://127.0.0.1:4001");
+    }
+
+    #[test]
+    fn server_cert_and_key_switch_the_peer_side_to_https() {
+        let config = run("-serverCert s.crt -serverKey s.key -serverCAFile ca.crt");
+        assert_eq!(config.peer_url, "https://127.0.0.1:7001");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+        assert_eq!(config.peer_tls.ca, Some(PathBuf::from("ca.crt")));
+        assert!(config.peer_tls.client_cert_auth);
+        let config = run("--peer-cert-file s --peer-key-file k --peer-trusted-ca-file ca");
+        assert!(!config.peer_tls.client_cert_auth);
+        assert_eq!(config.peer_tls.ca, Some(PathBuf::from("ca")));
+        let config = run(
+            "--peer-cert-file s --peer-key-file k --peer-trusted-ca-file ca --peer-client-cert-auth",
+        );
+        assert!(config.peer_tls.client_cert_auth);
+        assert!(
+            run("-peer-cert-file s -peer-key-file k --peer-ca-file ca")
+                .peer_tls
+                .client_cert_auth
+        );
+    }
+
+    #[test]
+    fn cert_without_key_is_an_error() {
+        assert_eq!(
+            err("-clientCert a"),
+            "-clientCert and -clientKey must be given together"
+        );
+        assert_eq!(
+            err("--key-file a"),
+            "-clientCert and -clientKey must be given together"
+        );
+        assert_eq!(
+            err("-serverCert a"),
+            "-serverCert and -serverKey must be given together"
+        );
+        assert_eq!(
+            err("--peer-key-file a"),
+            "-serverCert and -serverKey must be given together"
+        );
+    }
+
+    #[test]
+    fn ca_file_sets_the_ca_and_client_cert_auth() {
+        for flag in ["-clientCAFile", "-ca-file", "--ca-file"] {
+            let config = run(&format!("-clientCert c -clientKey k {flag} ca.crt"));
+            assert_eq!(
+                config.client_tls.ca,
+                Some(PathBuf::from("ca.crt")),
+                "{flag}"
+            );
+            assert!(config.client_tls.client_cert_auth, "{flag}");
+        }
+        let config = run("--cert-file c --key-file k --trusted-ca-file ca");
+        assert!(!config.client_tls.client_cert_auth);
+        assert_eq!(config.client_tls.ca, Some(PathBuf::from("ca")));
+        let config = run("--cert-file c --key-file k --trusted-ca-file ca --client-cert-auth");
+        assert!(config.client_tls.client_cert_auth);
+        // Both CA flags: the one that implies client certificates is the one used.
+        let config = run("--cert-file c --key-file k --trusted-ca-file t --ca-file a");
+        assert_eq!(config.client_tls.ca, Some(PathBuf::from("a")));
+    }
+
+    #[test]
+    fn client_cert_auth_without_ca_is_an_error() {
+        assert!(
+            err("--cert-file c --key-file k --client-cert-auth")
+                .starts_with("--client-cert-auth needs a CA file")
+        );
+        assert!(
+            err("--peer-cert-file c --peer-key-file k --peer-client-cert-auth=true")
+                .starts_with("--peer-client-cert-auth needs a CA file")
+        );
+        assert_eq!(run("--client-cert-auth=false"), Config::default());
+    }
+
+    #[test]
+    fn ca_without_cert_is_an_error() {
+        assert!(err("-clientCAFile ca").ends_with("needs -clientCert and -clientKey"));
+        assert!(err("--peer-trusted-ca-file ca").ends_with("needs -serverCert and -serverKey"));
+    }
+
+    #[test]
+    fn https_scheme_without_tls_is_an_error() {
+        assert_eq!(
+            err("-c https://127.0.0.1:4001"),
+            "invalid value \"https://127.0.0.1:4001\" for flag -c: https needs -clientCert and -clientKey (--cert-file and --key-file)"
+        );
+        assert!(err("--listen-peer-urls https://127.0.0.1:7001").contains("-serverCert"));
+        let config = run("--listen-client-urls https://127.0.0.1:4001 --cert-file c --key-file k");
+        assert_eq!(config.client_url, "https://127.0.0.1:4001");
+    }
+
+    // --- joining ---
+
+    #[test]
+    fn join_list_is_trimmed_and_empty_entries_dropped() {
+        let expected = vec!["10.0.0.1:7001".to_string(), "10.0.0.2:7002".to_string()];
+        assert_eq!(
+            run_args(&["-C", " 10.0.0.1:7001, 10.0.0.2:7002,,"]).join,
+            expected
+        );
+        assert_eq!(
+            run("-peers http://10.0.0.1:7001,https://10.0.0.2:7002/").join,
+            expected
+        );
+        assert!(run("-C=").join.is_empty());
+        assert!(err("-C 10.0.0.1").ends_with("peer \"10.0.0.1\": missing port"));
+        assert!(
+            err("-peers a:1,b:x")
+                .starts_with("invalid value \"a:1,b:x\" for flag -peers: peer \"b:x\"")
+        );
+    }
+
+    #[test]
+    fn join_file_is_read_at_parse_time() {
+        let path = temp_path("peers");
+        let file = path.to_string_lossy().to_string();
+        std::fs::write(&path, "127.0.0.1:7001,127.0.0.1:7002\n").unwrap();
+        assert_eq!(
+            run(&format!("-CF {file}")).join,
+            vec!["127.0.0.1:7001", "127.0.0.1:7002"]
+        );
+        assert_eq!(run(&format!("-peers-file={file}")).join.len(), 2);
+        std::fs::write(&path, "h1:1\nh2:2\n").unwrap();
+        assert_eq!(
+            run(&format!("--peers-file {file}")).join,
+            vec!["h1:1", "h2:2"]
+        );
+        std::fs::write(&path, "h1:1,bad\n").unwrap();
+        assert!(err(&format!("-CF {file}")).ends_with("peer \"bad\": missing port"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unreadable_join_file_names_the_file() {
+        let file = temp_path("missing").to_string_lossy().to_string();
+        let message = err(&format!("-CF {file}"));
+        assert!(
+            message.starts_with(&format!("cannot read peers file \"{file}\" (flag -CF): ")),
+            "{message}"
+        );
+        let message = err_env("", &[("ETCD_PEERS_FILE", &file)]);
+        assert!(
+            message.contains("(environment variable ETCD_PEERS_FILE)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn join_list_and_file_last_wins() {
+        let path = temp_path("peers-last");
+        let file = path.to_string_lossy().to_string();
+        std::fs::write(&path, "f:1").unwrap();
+        assert_eq!(run(&format!("-CF {file} -C c:1")).join, vec!["c:1"]);
+        assert_eq!(run(&format!("-C c:1 -CF {file}")).join, vec!["f:1"]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    // --- 2.x cluster flags ---
+
+    #[test]
+    fn initial_cluster_keeps_order_and_provides_the_peer_url() {
+        let config = run_args(&[
+            "--name",
+            "b",
+            "--initial-cluster",
+            "a=http://10.0.0.1:7001, b=http://10.0.0.2:7002,c=http://10.0.0.3:7003",
+        ]);
+        let expected = vec![
+            pair("a", "http://10.0.0.1:7001"),
+            pair("b", "http://10.0.0.2:7002"),
+            pair("c", "http://10.0.0.3:7003"),
+        ];
+        assert_eq!(config.initial_cluster, expected);
+        assert_eq!(config.peer_url, "http://10.0.0.2:7002");
+        assert_eq!(config.peer_listen, "10.0.0.2:7002");
+        assert_eq!(config.client_url, "http://127.0.0.1:4001");
+    }
+
+    #[test]
+    fn peer_flags_win_over_the_initial_cluster_entry() {
+        let config = run("--name a --initial-cluster a=http://10.0.0.1:7001 -s 127.0.0.1:7009");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7009");
+        let config = run(
+            "--name a --initial-cluster a=http://10.0.0.1:7001 --listen-peer-urls http://0.0.0.0:7008",
+        );
+        assert_eq!(config.peer_url, "http://127.0.0.1:7008");
+        assert_eq!(config.peer_listen, "0.0.0.0:7008");
+    }
+
+    #[test]
+    fn initial_cluster_entry_with_https_needs_peer_tls() {
+        let message = err("-n a --initial-cluster a=https://10.0.0.1:7001");
+        assert!(
+            message.ends_with(
+                "https needs -serverCert and -serverKey (--peer-cert-file and --peer-key-file)"
+            ),
+            "{message}"
+        );
+        let config =
+            run("-n a --initial-cluster a=https://10.0.0.1:7001 -serverCert c -serverKey k");
+        assert_eq!(config.peer_url, "https://10.0.0.1:7001");
+    }
+
+    #[test]
+    fn malformed_initial_cluster_is_an_error() {
+        for value in [
+            "a",
+            "=http://h:1",
+            "a=h:1",
+            "a=http://h",
+            "a=ftp://h:1",
+            ",",
+            "a=http://h:1/x",
+        ] {
+            let message = err(&format!("-n a --initial-cluster {value}"));
+            let start = format!("invalid value {value:?} for flag --initial-cluster: ");
+            assert!(message.starts_with(&start), "{message}");
+        }
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_node() {
+        assert_eq!(
+            err("--initial-cluster x=http://127.0.0.1:7001"),
+            "--initial-cluster has no entry for this node's name \"default-name\""
+        );
+    }
+
+    #[test]
+    fn initial_cluster_state_and_token() {
+        assert_eq!(
+            run("--initial-cluster-state existing").initial_cluster_state,
+            ClusterState::Existing
+        );
+        assert_eq!(
+            run("--initial-cluster-state=new").initial_cluster_state,
+            ClusterState::New
+        );
+        assert_eq!(
+            err("--initial-cluster-state old"),
+            "invalid value \"old\" for flag --initial-cluster-state: must be \"new\" or \"existing\""
+        );
+        assert_eq!(
+            run("--initial-cluster-token tkn").initial_cluster_token,
+            "tkn"
+        );
+        assert_eq!(ClusterState::Existing.as_str(), "existing");
+        assert_eq!(ClusterState::default().to_string(), "new");
+    }
+
+    #[test]
+    fn python_etcd_command_line() {
+        let config = run("--name test-node --data-dir /tmp/x \
+             --listen-client-urls http://127.0.0.1:6001 --advertise-client-urls http://127.0.0.1:6001 \
+             --listen-peer-urls http://127.0.0.1:8001 --initial-advertise-peer-urls http://127.0.0.1:8001 \
+             --initial-cluster test-node=http://127.0.0.1:8001 --initial-cluster-state new");
+        assert_eq!(config.name, "test-node");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.client_url, "http://127.0.0.1:6001");
+        assert_eq!(config.client_listen, "127.0.0.1:6001");
+        assert_eq!(config.peer_url, "http://127.0.0.1:8001");
+        assert_eq!(config.peer_listen, "127.0.0.1:8001");
+        assert_eq!(
+            config.initial_cluster,
+            vec![pair("test-node", "http://127.0.0.1:8001")]
+        );
+        assert_eq!(config.initial_cluster_state, ClusterState::New);
+        assert_eq!(config.initial_cluster_token, "etcd-cluster");
+        assert!(config.join.is_empty());
+        assert!(!config.client_tls.enabled() && !config.peer_tls.enabled());
+    }
+
+    #[test]
+    fn python_etcd_single_dash_tls_line() {
+        let config = run("-data-dir /tmp/y -name test-node-0 \
+             -initial-advertise-peer-urls http://127.0.0.1:7001 -listen-peer-urls http://127.0.0.1:7001 \
+             -advertise-client-urls https://127.0.0.1:4001 -listen-client-urls https://127.0.0.1:4001 \
+             -initial-cluster test-node-0=http://127.0.0.1:7001,test-node-1=http://127.0.0.1:7002 \
+             -initial-cluster-state new \
+             -cert-file=/c/server.crt -key-file=/c/server.key -ca-file=/c/ca.crt");
+        assert_eq!(config.client_url, "https://127.0.0.1:4001");
+        assert_eq!(config.peer_url, "http://127.0.0.1:7001");
+        assert_eq!(config.client_tls.ca, Some(PathBuf::from("/c/ca.crt")));
+        assert!(config.client_tls.client_cert_auth);
+        assert_eq!(config.initial_cluster.len(), 2);
+    }
+
+    #[test]
+    fn etcd3_command_line_with_enable_v2() {
+        let config = run("--name infra0 --data-dir /var/lib/etcd \
+             --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379 \
+             --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+             --initial-cluster infra0=http://127.0.0.1:2380 --initial-cluster-token tkn \
+             --initial-cluster-state new --heartbeat-interval 100 --election-timeout 1000 \
+             --enable-v2=true");
+        assert_eq!(config.name, "infra0");
+        assert_eq!(config.client_listen, "0.0.0.0:2379");
+        assert_eq!(config.client_url, "http://127.0.0.1:2379");
+        assert_eq!(config.peer_listen, "0.0.0.0:2380");
+        assert_eq!(config.peer_url, "http://127.0.0.1:2380");
+        assert_eq!(config.initial_cluster_token, "tkn");
+        assert_eq!((config.heartbeat_ms, config.election_ms), (100, 1000));
+        assert_eq!(
+            err("--enable-v2=maybe"),
+            "invalid boolean value \"maybe\" for flag --enable-v2: parse error"
+        );
+    }
+
+    // --- environment ---
+
+    #[test]
+    fn environment_fills_settings_not_on_the_command_line() {
+        let vars = [
+            ("ETCD_NAME", "envnode"),
+            ("ETCD_DATA_DIR", "/data/env"),
+            ("ETCD_ADDR", "10.0.0.1:4001"),
+            ("ETCD_PEER_ADDR", "10.0.0.1:7001"),
+            ("ETCD_PEERS", "10.0.0.2:7001,10.0.0.3:7001"),
+            ("ETCD_SNAPSHOT_COUNT", "77"),
+            ("ETCD_CORS", "*"),
+            ("ETCD_MAX_RESULT_BUFFER", "12"),
+        ];
+        let config = run_env("", &vars);
+        assert_eq!(config.name, "envnode");
+        assert_eq!(config.data_dir, PathBuf::from("/data/env"));
+        assert_eq!(config.client_url, "http://10.0.0.1:4001");
+        assert_eq!(config.peer_url, "http://10.0.0.1:7001");
+        assert_eq!(config.join, vec!["10.0.0.2:7001", "10.0.0.3:7001"]);
+        assert_eq!(config.snapshot_count, 77);
+        assert_eq!(config.cors, vec!["*"]);
+        assert_eq!(config.history_size, 12);
+    }
+
+    #[test]
+    fn command_line_wins_over_environment() {
+        let vars = [
+            ("ETCD_NAME", "envnode"),
+            ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.9.9.9:4009"),
+        ];
+        let config = run_env("-n flagnode -c 127.0.0.1:4005", &vars);
+        assert_eq!(config.name, "flagnode");
+        assert_eq!(config.client_url, "http://127.0.0.1:4005");
+        // The data directory follows the winning name.
+        assert_eq!(config.data_dir, PathBuf::from("flagnode.etcd"));
+        // A v0.1 short name hides the variable of its long alias.
+        assert_eq!(run_env("-n x", &[("ETCD_NAME", "y")]).name, "x");
+        // -CF on the command line hides ETCD_PEERS.
+        let path = temp_path("peers-env");
+        std::fs::write(&path, "f:1").unwrap();
+        let config = run_env(
+            &format!("-CF {}", path.to_string_lossy()),
+            &[("ETCD_PEERS", "e:1")],
+        );
+        assert_eq!(config.join, vec!["f:1"]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn snapshotcount_exception_and_preference() {
+        assert_eq!(
+            run_env("", &[("ETCD_SNAPSHOTCOUNT", "55")]).snapshot_count,
+            55
+        );
+        let both = [("ETCD_SNAPSHOTCOUNT", "55"), ("ETCD_SNAPSHOT_COUNT", "66")];
+        assert_eq!(run_env("", &both).snapshot_count, 66);
+        assert_eq!(run_env("-snapshotCount 9", &both).snapshot_count, 9);
+    }
+
+    #[test]
+    fn environment_booleans() {
+        assert!(run_env("", &[("ETCD_FORCE", "1")]).force);
+        assert!(run_env("", &[("ETCD_FORCE", "yes")]).force);
+        assert!(!run_env("", &[("ETCD_FORCE", "0")]).force);
+        assert!(!run_env("", &[("ETCD_FORCE", "false")]).force);
+        assert!(!run_env("-f=false", &[("ETCD_FORCE", "true")]).force);
+        assert!(run_env("", &[("ETCD_SNAPSHOT", "true")]).snapshot);
+        assert_eq!(
+            run_env("", &[("ETCD_ENABLE_V2", "true")]),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        assert_eq!(
+            err_env("", &[("ETCD_SNAPSHOT_COUNT", "abc")]),
+            "invalid value \"abc\" for environment variable ETCD_SNAPSHOT_COUNT: parse error"
+        );
+        assert_eq!(
+            err_env("", &[("ETCD_ADDR", "nope")]),
+            "invalid value \"nope\" for environment variable ETCD_ADDR: missing port"
+        );
+        assert!(
+            err_env("", &[("ETCD_INITIAL_CLUSTER_STATE", "x")])
+                .contains("ETCD_INITIAL_CLUSTER_STATE")
+        );
+        // A flag on the command line hides a bad variable.
+        assert_eq!(
+            run_env("--snapshot-count 5", &[("ETCD_SNAPSHOT_COUNT", "abc")]).snapshot_count,
+            5
+        );
+    }
+
+    #[test]
+    fn empty_and_unknown_environment_variables_are_ignored() {
+        let vars = [
+            ("ETCD_NAME", ""),
+            ("ETCD_BOGUS", "1"),
+            ("ETCD_N", "x"),
+            ("ETCD_CONFIG", "/etc/x"),
+            ("ETCD_HELP", "1"),
+            ("NAME", "x"),
+        ];
+        assert_eq!(run_env("", &vars), Config::default());
+    }
+
+    #[test]
+    fn environment_for_2x_names() {
+        let vars = [
+            ("ETCD_NAME", "n1"),
+            ("ETCD_LISTEN_CLIENT_URLS", "http://0.0.0.0:2379"),
+            ("ETCD_LISTEN_PEER_URLS", "http://0.0.0.0:2380"),
+            ("ETCD_PEER_BIND_ADDR", "10.0.0.1"),
+            ("ETCD_INITIAL_CLUSTER", "n1=http://127.0.0.1:2380"),
+            ("ETCD_INITIAL_CLUSTER_STATE", "existing"),
+            ("ETCD_CERT_FILE", "c"),
+            ("ETCD_KEY_FILE", "k"),
+            ("ETCD_HEARTBEAT_INTERVAL", "100"),
+            ("ETCD_ELECTION_TIMEOUT", "1000"),
+        ];
+        let config = run_env("", &vars);
+        assert_eq!(config.client_listen, "0.0.0.0:2379");
+        assert_eq!(config.client_url, "https://127.0.0.1:2379");
+        // Two variables of one setting: the newer era's name wins.
+        assert_eq!(config.peer_listen, "0.0.0.0:2380");
+        assert_eq!(config.initial_cluster_state, ClusterState::Existing);
+        assert_eq!((config.heartbeat_ms, config.election_ms), (100, 1000));
+    }
+
+    // --- the table and the usage text ---
+
+    #[test]
+    fn flag_names_are_unique_and_listed_in_usage() {
+        let text = usage();
+        let mut seen = BTreeSet::new();
+        for flag in all_flags() {
+            assert!(seen.insert(flag.name), "duplicate flag {}", flag.name);
+            let head = format!("{} ", flag.name);
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start().trim_start_matches('-').starts_with(&head)),
+                "usage lacks -{}",
+                flag.name
+            );
+            assert!(!flag.help.is_empty());
+            assert_eq!(
+                flag.arg.is_empty(),
+                flag.kind == Kind::Bool,
+                "{}",
+                flag.name
+            );
+        }
+        assert!(text.contains("-h, -help, --help"));
+        assert!(text.contains("\n  --listen-client-urls <urls> "));
+        assert!(text.contains("\n  -peer-addr <host:port> "));
+        assert!(text.contains("[ETCD_PEER_ADDR]"));
+        assert!(text.contains("(default 127.0.0.1:4001)"));
+        assert!(!text.contains("[ETCD_VERSION]"));
+    }
+
+    #[test]
+    fn environment_names_follow_the_rule() {
+        let vars: Vec<String> = env_vars().into_iter().map(|(v, _)| v).collect();
+        for expected in [
+            "ETCD_NAME",
+            "ETCD_DATA_DIR",
+            "ETCD_ADDR",
+            "ETCD_BIND_ADDR",
+            "ETCD_PEER_ADDR",
+            "ETCD_PEER_BIND_ADDR",
+            "ETCD_PEERS",
+            "ETCD_PEERS_FILE",
+            "ETCD_SNAPSHOT_COUNT",
+            "ETCD_SNAPSHOTCOUNT",
+            "ETCD_CERT_FILE",
+            "ETCD_LISTEN_CLIENT_URLS",
+            "ETCD_INITIAL_CLUSTER_TOKEN",
+            "ETCD_PEER_HEARTBEAT_INTERVAL",
+            "ETCD_CLIENT_CERT_AUTH",
+        ] {
+            assert!(vars.iter().any(|v| v == expected), "{expected}");
+        }
+        for absent in [
+            "ETCD_VERSION",
+            "ETCD_N",
+            "ETCD_C",
+            "ETCD_CONFIG",
+            "ETCD_HELP",
+            "ETCD_W",
+        ] {
+            assert!(!vars.iter().any(|v| v == absent), "{absent}");
+        }
+    }
+}

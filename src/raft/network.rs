@@ -1,0 +1,191 @@
+//! Raft RPCs to peers: JSON over HTTP to the peer port (`POST /raft/append`, `/raft/vote`,
+//! `/raft/snapshot`, served by `api::peer`).
+//!
+//! Every call is bounded by openraft's per-RPC deadline (`RPCOption::hard_ttl`), so a peer
+//! that answers slowly or not at all costs a timeout, never a stuck replication task. A peer
+//! we cannot connect to is reported as `Unreachable`, which makes openraft back off before
+//! trying it again. The remote side answers with the serialized `Result` of its openraft
+//! call, so a remote Raft error comes back as itself.
+//!
+//! [`PeerClient`] is also what the API uses to forward requests to the leader.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::types::{Member, NodeId, TypeConfig};
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0}: {1}")]
+    Other(String, String),
+}
+
+/// An HTTP client for peer ports, shared by every connection (it pools connections).
+#[derive(Clone)]
+pub struct PeerClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for PeerClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PeerClient {
+    pub fn new() -> PeerClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        PeerClient { http }
+    }
+
+    /// POST `body` as JSON to `<base><path>` and decode the JSON answer, within `timeout`.
+    pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        let payload =
+            serde_json::to_vec(body).map_err(|e| CallError::Other(url.clone(), e.to_string()))?;
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| CallError::Other(url.clone(), e.to_string()))?;
+        let call = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Connect(url.clone(), e.to_string())
+                } else {
+                    CallError::Other(url.clone(), e.to_string())
+                }
+            })?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Other(url.clone(), e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                return Err(CallError::Other(
+                    url.clone(),
+                    format!("HTTP {status}: {text}"),
+                ));
+            }
+            serde_json::from_slice(&bytes)
+                .map_err(|e| CallError::Other(url.clone(), format!("bad answer: {e}")))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(url, timeout)),
+        }
+    }
+}
+
+/// Builds one [`PeerConnection`] per target; openraft asks for them as replication starts.
+#[derive(Clone)]
+pub struct Network {
+    pub client: PeerClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerConnection {
+        PeerConnection {
+            client: self.client.clone(),
+            target,
+            peer_url: node.peer_url.clone(),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    client: PeerClient,
+    target: NodeId,
+    peer_url: String,
+}
+
+impl PeerConnection {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let ttl = option.hard_ttl();
+        let answer: Result<Resp, E> = self
+            .client
+            .post_json(&self.peer_url, path, req, ttl)
+            .await
+            .map_err(|e| match e {
+                CallError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Timeout(..) | CallError::Other(..) => {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc("/raft/snapshot", &rpc, &option).await
+    }
+}

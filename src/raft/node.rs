@@ -1,0 +1,260 @@
+//! The handle the API uses to talk to Raft: propose commands, learn who leads, wait until
+//! the node is ready to answer.
+//!
+//! **Group commit.** openraft 0.9 persists one client entry per storage call on the leader,
+//! so proposing each request as its own entry would cost one fsync per write. Instead every
+//! proposal goes into a queue; a batcher task takes whatever has accumulated (up to
+//! [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]) and proposes it as *one* entry, with at most
+//! [`MAX_IN_FLIGHT`] batches outstanding so the next batch fills while the previous one is
+//! being fsynced. Each command gets its own result back. A write is answered only after its
+//! entry is committed and applied.
+//!
+//! **Time.** The leader proposes `Expire { now }` with its own clock every
+//! [`EXPIRE_TICK`] when some node is due; replicas never expire anything on their own.
+//!
+//! **Readiness.** After a restart the node answers nothing until its store has caught up with
+//! everything its log held at start-up and a leader is known: a read never sees a half
+//! recovered store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use super::state_machine::{Shared, members};
+use super::types::{Batch, Member, NodeId, Raft};
+use crate::command::{Command, CommandResult};
+use crate::error::EtcdError;
+
+/// Most commands in one Raft entry.
+pub const MAX_BATCH: usize = 1024;
+/// Most bytes of keys and values in one Raft entry (a single larger command still goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Batches proposed and not yet applied, at most.
+pub const MAX_IN_FLIGHT: usize = 2;
+/// How long a proposal may take before the client gets error 300.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the leader checks for due TTLs.
+pub const EXPIRE_TICK: Duration = Duration::from_millis(500);
+/// How long a request waits for the node to become ready before it fails.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The outcome of a proposal: the command's own result and the Raft position it was
+/// applied at (for `X-Raft-Index` / `X-Raft-Term`).
+#[derive(Debug)]
+pub struct Written {
+    pub result: CommandResult,
+    pub raft_index: u64,
+    pub raft_term: u64,
+}
+
+struct Pending {
+    cmd: Command,
+    tx: oneshot::Sender<Result<Written, EtcdError>>,
+}
+
+pub struct RaftNode {
+    pub id: NodeId,
+    pub me: Member,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    queue: mpsc::Sender<Pending>,
+    ready_tx: watch::Sender<bool>,
+}
+
+impl RaftNode {
+    /// Wrap a started Raft instance and spawn the batcher. The node is not ready until
+    /// [`RaftNode::set_ready`] is called.
+    pub fn new(id: NodeId, me: Member, raft: Raft, shared: Arc<Shared>) -> Arc<RaftNode> {
+        let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
+        tokio::spawn(batcher(raft.clone(), rx));
+        let (ready_tx, _) = watch::channel(false);
+        Arc::new(RaftNode {
+            id,
+            me,
+            raft,
+            shared,
+            queue,
+            ready_tx,
+        })
+    }
+
+    /// Propose a command and wait until it is applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Written, EtcdError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Pending { cmd, tx })
+            .await
+            .map_err(|_| EtcdError::raft("node is shutting down"))?;
+        rx.await
+            .map_err(|_| EtcdError::raft("node is shutting down"))?
+    }
+
+    pub fn set_ready(&self) {
+        self.ready_tx.send_replace(true);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready_tx.borrow()
+    }
+
+    /// Wait (bounded) until the node may answer requests.
+    pub async fn wait_ready(&self) -> Result<(), EtcdError> {
+        let mut rx = self.ready_tx.subscribe();
+        match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(EtcdError::raft(
+                "this node has not recovered its store or found a leader yet",
+            )),
+        }
+    }
+
+    /// The current leader and its member record, as far as this node knows.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, member))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    pub fn state(&self) -> ServerState {
+        self.raft.metrics().borrow().state
+    }
+
+    /// Every member of the current configuration, by id.
+    pub fn members(&self) -> Vec<(NodeId, Member)> {
+        members(&self.shared.read().membership)
+    }
+
+    /// Raft commit position as of now: (last applied index, current term).
+    pub fn raft_position(&self) -> (u64, u64) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.last_applied.map_or(0, |l| l.index), m.current_term)
+    }
+
+    /// Leader only: propose an expiry when some node is due. Runs until the node stops.
+    pub async fn expire_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(EXPIRE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.is_leader() || !self.is_ready() {
+                continue;
+            }
+            let now = crate::api::now_nanos();
+            let due = self
+                .shared
+                .read()
+                .store
+                .next_expiry()
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Err(e) = self.propose(Command::Expire { now }).await {
+                    tracing::warn!(error = %e, "expiry proposal failed");
+                }
+            }
+        }
+    }
+}
+
+/// Drain the queue into batches; propose each batch as one entry.
+async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        // Take a slot first: while both slots are busy, proposals pile up into the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut bytes = first.cmd.approx_size();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.cmd.approx_size();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            let n = cmds.len();
+            match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Batch(cmds))).await {
+                Ok(Ok(resp)) => {
+                    let (raft_index, raft_term) = (resp.log_id.index, resp.log_id.leader_id.term);
+                    debug_assert_eq!(resp.data.0.len(), n);
+                    for (tx, result) in txs.into_iter().zip(resp.data.0) {
+                        let _ = tx.send(Ok(Written {
+                            result,
+                            raft_index,
+                            raft_term,
+                        }));
+                    }
+                }
+                Ok(Err(e)) => {
+                    let err = write_error(&e);
+                    for tx in txs {
+                        let _ = tx.send(Err(err.clone()));
+                    }
+                }
+                Err(_) => {
+                    for tx in txs {
+                        let _ = tx.send(Err(EtcdError::raft("proposal timed out (no quorum?)")));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> EtcdError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match &f.leader_node {
+            Some(m) => EtcdError::raft(format!("not the leader; the leader is {}", m.name)),
+            None => EtcdError::raft("no leader"),
+        },
+        other => EtcdError::raft(other.to_string()),
+    }
+}
+
+impl Command {
+    /// Rough payload size, to keep batches within [`MAX_BATCH_BYTES`].
+    pub fn approx_size(&self) -> usize {
+        64 + match self {
+            Command::Set { key, value, .. } | Command::Create { key, value, .. } => {
+                key.len() + value.as_ref().map_or(0, String::len)
+            }
+            Command::Update { key, value, .. } => key.len() + value.len(),
+            Command::CompareAndSwap {
+                key,
+                prev_value,
+                value,
+                ..
+            } => key.len() + value.len() + prev_value.as_ref().map_or(0, String::len),
+            Command::Delete { key, .. } => key.len(),
+            Command::CompareAndDelete {
+                key, prev_value, ..
+            } => key.len() + prev_value.as_ref().map_or(0, String::len),
+            Command::Expire { .. } => 0,
+            Command::Register {
+                name,
+                peer_url,
+                client_url,
+            } => name.len() + peer_url.len() + client_url.len(),
+            Command::Unregister { name } => name.len(),
+        }
+    }
+}
