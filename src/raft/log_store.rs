@@ -12,9 +12,9 @@
 //!   [`LogFlushed::log_io_completed`]. When `append` returns, the entries are committed, so they
 //!   are readable through any [`LogStore`] clone, and they are on disk. `save_vote`, `truncate`
 //!   and `purge` are also durable before they return. Only the committed hint
-//!   (`save_committed`) is written with `Durability::None`: it is visible at once and reaches the
-//!   disk with the next durable commit to the file. Openraft treats it as a lower bound, so losing
-//!   the last few updates in a crash is harmless.
+//!   (`save_committed`) is kept in memory and written inside the next append's transaction: a
+//!   commit costs no transaction of its own. Openraft treats it as a lower bound, so losing the
+//!   last few updates in a crash is harmless.
 //! * **One transaction per append: this is the group commit.** Every entry of one `append` call
 //!   goes into one redb write transaction and costs one fsync together. Never commit per entry.
 //!   On the leader, openraft 0.9 hands over one entry per call, so the application gets group
@@ -42,6 +42,7 @@ use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -60,6 +61,9 @@ use super::disk::{Disk, DiskError, LOGS, META, META_COMMITTED, META_LAST_PURGED,
 /// the replication tasks for concurrent reads.
 pub struct LogStore<C: RaftTypeConfig> {
     disk: Disk,
+    /// The latest committed hint not yet written (encoded): written by the next append's
+    /// transaction, so saving it costs no transaction of its own.
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
     _config: PhantomData<C>,
 }
 
@@ -67,6 +71,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             disk: self.disk.clone(),
+            committed: self.committed.clone(),
             _config: PhantomData,
         }
     }
@@ -88,6 +93,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     pub fn new(disk: Disk) -> Result<Self, DiskError> {
         let store = LogStore {
             disk,
+            committed: Arc::new(Mutex::new(None)),
             _config: PhantomData,
         };
         store.load_meta::<Vote<C::NodeId>>(META_VOTE)?;
@@ -248,15 +254,36 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         &mut self,
         committed: Option<LogId<C::NodeId>>,
     ) -> Result<(), StorageError<C::NodeId>> {
-        // A hint only: no fsync. The next durable commit to the file persists it.
-        self.store_meta(META_COMMITTED, &committed, false)
-            .await
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, &e))
+        // A hint only (openraft treats it as a lower bound): kept in memory and written by the
+        // next append's transaction, so a commit costs no transaction and no thread hop.
+        let bytes = serde_json::to_vec(&committed).map_err(|e| {
+            io_error(
+                ErrorSubject::Store,
+                ErrorVerb::Write,
+                &self.disk.codec_err(META_COMMITTED, e),
+            )
+        })?;
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(
         &mut self,
     ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+        let pending = self
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(bytes) = pending {
+            return serde_json::from_slice::<Option<LogId<C::NodeId>>>(&bytes).map_err(|e| {
+                io_error(
+                    ErrorSubject::Store,
+                    ErrorVerb::Read,
+                    &self.disk.codec_err(META_COMMITTED, e),
+                )
+            });
+        }
         self.load_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED)
             .map(Option::flatten)
             .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
@@ -273,6 +300,11 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
         let count = entries.len();
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
 
         // All entries of this call: one transaction, one fsync (Durability::Immediate).
         let result = self
@@ -286,6 +318,11 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
                             .map_err(|e| disk.codec_err(&format!("log entry {index}"), e))?;
                         table
                             .insert(index, bytes.as_slice())
+                            .map_err(|e| disk.io_err(e))?;
+                    }
+                    if let Some(c) = &committed {
+                        let mut meta = txn.open_table(META).map_err(|e| disk.io_err(e))?;
+                        meta.insert(META_COMMITTED, c.as_slice())
                             .map_err(|e| disk.io_err(e))?;
                     }
                 }
