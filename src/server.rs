@@ -31,6 +31,9 @@ use crate::command::Command;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::raft::disk::{Disk, META_NODE_ID};
+
+/// Where the cluster id is kept in the data file.
+const META_CLUSTER_ID: &str = "cluster_id";
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::node::RaftNode;
@@ -219,6 +222,26 @@ fn node_id(disk: &Disk, cfg: &Config) -> Result<NodeId> {
     Ok(id)
 }
 
+/// The cluster id: read from the data file, or made up by the node that creates the cluster.
+fn cluster_id(disk: &Disk, cfg: &Config, id: NodeId) -> Result<u64> {
+    let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
+    if let Some(bytes) = disk.read_meta(META_CLUSTER_ID).map_err(storage)? {
+        let arr: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Storage(format!("{}: bad cluster id", disk.path().display())))?;
+        return Ok(u64::from_be_bytes(arr));
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(cfg.initial_cluster_token.as_bytes());
+    h.write_u64(id);
+    h.write_i64(now_nanos());
+    let cid = h.finish().max(1);
+    disk.write_meta(META_CLUSTER_ID, &cid.to_be_bytes(), true)
+        .map_err(storage)?;
+    Ok(cid)
+}
+
 fn raft_config(cfg: &Config) -> Result<openraft::Config> {
     openraft::Config {
         cluster_name: "etcd".to_string(),
@@ -246,6 +269,7 @@ pub async fn run(
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
     let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
     let id = node_id(&disk, &cfg)?;
+    let cluster_id = cluster_id(&disk, &cfg, id)?;
     let mut log_store: LogStore<TypeConfig> = LogStore::new(disk.clone()).map_err(storage)?;
     let boot_last = log_store
         .get_log_state()
@@ -282,6 +306,7 @@ pub async fn run(
         cfg: Arc::new(cfg.clone()),
         start_time: now_nanos(),
         leader_since: AtomicI64::new(now_nanos()),
+        cluster_id,
     });
 
     // A single voter need not wait out an election timeout.

@@ -15,6 +15,7 @@ pub mod params;
 pub mod peer;
 pub mod response;
 pub mod v1;
+pub mod v2;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -42,6 +43,15 @@ pub struct AppState {
     pub start_time: i64,
     /// When this node last saw the leader change (Unix ns), for `leaderInfo.uptime`.
     pub leader_since: AtomicI64,
+    /// The cluster's id, as `X-Etcd-Cluster-Id` shows it (lower-case hex).
+    pub cluster_id: u64,
+}
+
+impl AppState {
+    pub fn cluster_id_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!("{:x}", self.cluster_id))
+            .expect("hex is a valid header value")
+    }
 }
 
 pub type AppRef = Arc<AppState>;
@@ -72,6 +82,10 @@ pub fn peer_router(state: AppRef) -> Router {
 
 async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    if path == "/v2/keys" || path.starts_with("/v2/keys/") {
+        let rest = path["/v2/keys".len()..].to_string();
+        return v2::keys(st, &rest, req).await;
+    }
     if let Some(rest) = path.strip_prefix("/v1/keys/") {
         return v1::keys(st, rest.to_string(), req).await;
     }

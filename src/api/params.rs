@@ -21,15 +21,24 @@ pub const MAX_BODY: usize = 3 << 19;
 #[derive(Debug, Default, Clone)]
 pub struct Form {
     pairs: Vec<(String, String)>,
+    /// The first malformed escape met, as Go's form parser words it.
+    malformed: Option<String>,
 }
 
 impl Form {
     pub fn parse(body: &[u8], query: Option<&str>) -> Form {
+        let mut malformed = bad_escape(body);
         let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         if let Some(q) = query {
+            malformed = malformed.or_else(|| bad_escape(q.as_bytes()));
             pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
-        Form { pairs }
+        Form { pairs, malformed }
+    }
+
+    /// Why the form could not be parsed strictly (a `%` not followed by two hex digits).
+    pub fn malformed(&self) -> Option<String> {
+        self.malformed.clone()
     }
 
     /// The first value of `name`, if present (possibly empty).
@@ -48,6 +57,16 @@ impl Form {
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+}
+
+/// The first `%` in `s` that does not start a valid escape, worded like Go's error.
+fn bad_escape(s: &[u8]) -> Option<String> {
+    let pos = s.iter().enumerate().position(|(i, &b)| {
+        b == b'%'
+            && !(i + 2 < s.len() && s[i + 1].is_ascii_hexdigit() && s[i + 2].is_ascii_hexdigit())
+    })?;
+    let esc = String::from_utf8_lossy(&s[pos..(pos + 3).min(s.len())]).into_owned();
+    Some(format!("invalid URL escape {esc:?}"))
 }
 
 /// Read the form of a request: the query string, plus the body for POST and PUT when it is
@@ -157,6 +176,10 @@ mod tests {
         assert_eq!(f.get("prevValue"), Some(""));
         let f = Form::parse(b"value=Hello+world%21", None);
         assert_eq!(f.value("value"), "Hello world!");
+        assert_eq!(f.malformed(), None);
+        let f = Form::parse(b"value=%zz", None);
+        assert_eq!(f.malformed().as_deref(), Some("invalid URL escape \"%zz\""));
+        assert!(Form::parse(b"", Some("a=%4")).malformed().is_some());
     }
 
     #[test]

@@ -72,6 +72,9 @@ async fn set(st: &AppRef, key: &str, url_key: &str, form: &params::Form) -> Resp
     {
         return v1_error_code(Code::KeywordPrefix, "Set");
     }
+    if let Some(bad) = form.malformed() {
+        return v1_error_code(Code::InvalidForm, &bad);
+    }
     let value = form.value("value");
     if value.is_empty() {
         return v1_error_code(Code::ValueRequired, "Set");
@@ -164,8 +167,9 @@ async fn delete(st: &AppRef, key: &str) -> Response {
 }
 
 /// Propose a write and render its outcome; `store_error` renders a failure the store
-/// reported (Raft failures are rendered as they are). The remaining TTL is computed when
-/// the answer is written, after the commit, as v0.1 did (`ttl=5` answers 4).
+/// reported (Raft failures are rendered as they are). The remaining TTL is rendered as of the
+/// write (the time in its log entry, a little after the request computed the expiry), so
+/// `ttl=5` answers 4 as in v0.1, and a watcher or a history replay sees the same body.
 async fn write(
     st: &AppRef,
     cmd: Command,
@@ -173,7 +177,7 @@ async fn write(
 ) -> Response {
     match st.node.propose(cmd).await {
         Ok(w) => match w.result {
-            Ok(Some(ev)) => json(200, v1_event_json(&ev, now_nanos())),
+            Ok(Some(ev)) => json(200, v1_event_json(&ev, ev.at)),
             Ok(None) => response::empty(200),
             Err(e) => store_error(&e),
         },
@@ -209,6 +213,9 @@ pub async fn watch(st: AppRef, raw_key: String, req: Request) -> Response {
             Ok(f) => f,
             Err(resp) => return resp,
         };
+        if let Some(bad) = form.malformed() {
+            return v1_error_code(Code::InvalidForm, &bad);
+        }
         match params::parse_index(form.value("index")) {
             Some(i) => Some(i),
             None => return v1_error_code(Code::IndexNan, "Watch From Index"),
@@ -234,7 +241,7 @@ pub async fn watch(st: AppRef, raw_key: String, req: Request) -> Response {
     };
     let ev = guard.watcher.as_mut().expect("set above").rx.recv().await;
     match ev {
-        Some(ev) => json(200, v1_event_json(&ev, now_nanos())),
+        Some(ev) => json(200, v1_event_json(&ev, ev.at)),
         None => v1_error_code(Code::WatcherCleared, &key),
     }
 }

@@ -111,6 +111,23 @@ impl RaftNode {
         }
     }
 
+    /// Make the next local read linearizable (`quorum=true`): confirm leadership with a
+    /// quorum (a read-index round, no log entry) and wait until this node has applied up to
+    /// the read index.
+    pub async fn linearizable_read(&self) -> Result<(), EtcdError> {
+        match tokio::time::timeout(PROPOSAL_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(EtcdError::raft(match f.leader_node {
+                Some(m) => format!("not the leader; the leader is {}", m.name),
+                None => "no leader".to_string(),
+            })),
+            Ok(Err(e)) => Err(EtcdError::raft(e.to_string())),
+            Err(_) => Err(EtcdError::raft("read index timed out (no quorum?)")),
+        }
+    }
+
     /// The current leader and its member record, as far as this node knows.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
         let m = self.raft.metrics().borrow().clone();
@@ -192,7 +209,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let (cmds, txs): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
             let n = cmds.len();
-            match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Batch(cmds))).await {
+            match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Batch { at: crate::api::now_nanos(), cmds })).await {
                 Ok(Ok(resp)) => {
                     let (raft_index, raft_term) = (resp.log_id.index, resp.log_id.leader_id.term);
                     debug_assert_eq!(resp.data.0.len(), n);

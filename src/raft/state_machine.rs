@@ -138,7 +138,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => out.push(BatchResult::default()),
                 EntryPayload::Normal(batch) => {
-                    let results = batch.0.iter().map(|c| c.apply(&mut d.store)).collect();
+                    d.store.set_write_time(batch.at);
+                    let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
                     out.push(BatchResult(results));
                 }
                 EntryPayload::Membership(m) => {

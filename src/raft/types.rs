@@ -15,8 +15,14 @@ use crate::command::{Command, CommandResult};
 
 pub type NodeId = u64;
 
+/// The commands of one Raft entry, with the proposing leader's clock (Unix ns) when it
+/// proposed them. The time is part of the log, so every replica stamps the resulting events
+/// alike: it is the moment their TTLs are rendered at, as etcd renders them at write time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Command>);
+pub struct Batch {
+    pub at: i64,
+    pub cmds: Vec<Command>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchResult(pub Vec<CommandResult>);

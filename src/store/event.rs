@@ -87,6 +87,10 @@ pub struct Event {
     /// A TTL refresh: recorded in history (it consumed an index) but never shown to watchers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refresh: bool,
+    /// When the write happened (Unix ns, from the log entry): TTLs in the event are rendered
+    /// as of this moment, in the answer, in watch deliveries and in history replays alike.
+    #[serde(default)]
+    pub at: i64,
 }
 
 impl Event {
@@ -132,14 +136,12 @@ impl NodeView {
             } else {
                 self.key.clone()
             },
-            value: if self.dir {
-                None
-            } else {
-                Some(self.value.clone().unwrap_or_default())
-            },
+            // Key views always carry their value (maybe ""); delete and expire events don't.
+            value: if self.dir { None } else { self.value.clone() },
             dir: self.dir,
             expiration: self.expire_at.map(rfc3339_nanos),
-            ttl: self.expire_at.map(|t| ttl_ceil(t, now)),
+            // Go's omitempty: a TTL that has run out is left out; the expiration stays.
+            ttl: self.expire_at.map(|t| ttl_ceil(t, now)).filter(|&t| t != 0),
             nodes: self
                 .nodes
                 .as_ref()
@@ -231,7 +233,7 @@ pub fn v1_event_json(ev: &Event, now: i64) -> String {
             value: ev.node.value.as_deref(),
             new_key: ev.prev_node.is_none(),
             expiration: ev.node.expire_at.map(rfc3339_nanos),
-            ttl: ev.node.expire_at.map(|t| ttl_floor(t, now)),
+            ttl: ev.node.expire_at.map(|t| ttl_floor(t, now)).filter(|&t| t != 0),
             index: ev.index(),
         }
     };
@@ -247,7 +249,7 @@ fn v1_get_entry(n: &NodeView, index: u64, now: i64) -> V1Json<'_> {
         value: if n.dir { None } else { n.value.as_deref() },
         new_key: false,
         expiration: n.expire_at.map(rfc3339_nanos),
-        ttl: n.expire_at.map(|t| ttl_floor(t, now)),
+        ttl: n.expire_at.map(|t| ttl_floor(t, now)).filter(|&t| t != 0),
         index,
     }
 }
@@ -396,6 +398,7 @@ mod tests {
             node: kv("/message", "Hello world", 3),
             prev_node: None,
             refresh: false,
+            at: 0,
         };
         assert_eq!(
             v1_event_json(&ev, 0),
@@ -406,6 +409,7 @@ mod tests {
             node: kv("/message", "Hello etcd", 4),
             prev_node: Some(kv("/message", "Hello world", 3)),
             refresh: false,
+            at: 0,
         };
         assert_eq!(
             v1_event_json(&ev, 0),
@@ -427,6 +431,7 @@ mod tests {
             },
             prev_node: Some(prev),
             refresh: false,
+            at: 0,
         };
         assert_eq!(
             v1_event_json(&ev, 0),
@@ -441,6 +446,7 @@ mod tests {
             node: kv("/special", "<a&b>\"q\"é", 34),
             prev_node: None,
             refresh: false,
+            at: 0,
         };
         assert_eq!(
             v1_event_json(&ev, 0),

@@ -116,6 +116,7 @@ mod tests {
             },
             prev_node: None,
             refresh: false,
+            at: 0,
         }
     }
 

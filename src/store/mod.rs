@@ -13,10 +13,10 @@
 //!   delivered.
 //! * The expiry index holds exactly the nodes that have an expiry time.
 //!
-//! Semantics follow etcd's v2 store (set replaces and so restarts `createdIndex`; update and
-//! compare-and-swap keep it; implicit parent directories take the index of the write that
-//! made them; a create that runs into a key on its way answers 102 with that key's path, a
-//! set or read answers 104).
+//! Semantics follow etcd's v2 store as etcd 3.4 answers (set replaces and so restarts
+//! `createdIndex`; update and compare-and-swap keep it; implicit parent directories take the
+//! index of the write that made them; a write or read that runs into a key on its way answers
+//! 104 with that key's path).
 
 pub mod event;
 pub mod history;
@@ -53,6 +53,8 @@ pub struct StoreSnapshot {
 pub struct Store {
     root: Node,
     index: u64,
+    /// The time of the log entry being applied (set by the state machine), stamped on events.
+    write_time: i64,
     history: History,
     expiry: ExpiryIndex,
     hub: Mutex<WatchHub>,
@@ -73,6 +75,7 @@ impl Store {
         Store {
             root: Node::new_dir(0, None),
             index: 0,
+            write_time: 0,
             history: History::new(history_size),
             expiry: ExpiryIndex::default(),
             hub: Mutex::new(WatchHub::default()),
@@ -211,9 +214,15 @@ impl Store {
     // -----------------------------------------------------------------------------------
     // writes
 
+    /// Set the time of the writes that follow (the proposer's clock, carried in the log).
+    pub fn set_write_time(&mut self, at: i64) {
+        self.write_time = at;
+    }
+
     /// Record a successful write: bump the index, keep the event, wake watchers.
-    fn commit(&mut self, ev: Event, removed: &[String]) -> Event {
+    fn commit(&mut self, mut ev: Event, removed: &[String]) -> Event {
         debug_assert_eq!(ev.index(), self.index + 1);
+        ev.at = self.write_time;
         self.index = ev.index();
         self.hub
             .get_mut()
@@ -310,7 +319,7 @@ impl Store {
         let expire_at = Self::normalize_expiry(expire_at);
 
         // Walk to the parent, creating missing directories. A key on the way stops the
-        // walk; nothing was created before it (everything after a missing component is
+        // walk (104); nothing was created before it (everything after a missing component is
         // missing too), so a failed create leaves the tree as it was.
         let mut dir = &mut self.root;
         let mut at = String::new();
@@ -324,7 +333,7 @@ impl Store {
                 .entry(seg.to_string())
                 .or_insert_with(|| Node::new_dir(next, None));
             if !child.is_dir() {
-                return Err(EtcdError::new(Code::NotFile, at, cur));
+                return Err(EtcdError::new(Code::NotDir, at, cur));
             }
             dir = child;
         }
@@ -359,6 +368,7 @@ impl Store {
             node: view,
             prev_node: None,
             refresh: false,
+            at: 0,
         })
     }
 
@@ -492,7 +502,7 @@ impl Store {
     ) -> Event {
         let next = self.index + 1;
         let expire_at = Self::normalize_expiry(expire_at);
-        let refresh = value.is_none() && !prev.dir;
+        let refresh = value.is_none();
         let node = self.node_mut(key).expect("looked up just before");
         if let (Some(v), node::Kind::Value(cur)) = (value, &mut node.kind) {
             *cur = v;
@@ -511,6 +521,7 @@ impl Store {
             node: view,
             prev_node: Some(prev),
             refresh,
+            at: 0,
         };
         self.commit(ev, &[])
     }
@@ -609,6 +620,7 @@ impl Store {
             node,
             prev_node: Some(prev),
             refresh: false,
+            at: 0,
         };
         self.commit(ev, &removed)
     }

@@ -67,13 +67,13 @@ fn errors_do_not_consume_indexes() {
 fn paths_through_keys() {
     let mut st = Store::new(1000);
     st.set("/a", val("1"), None, false).unwrap();
-    // set and get walk with "not a directory", create with "not a file" (etcd's rules)
+    // set, get and create all answer "not a directory" with the key in the way (etcd 3.4)
     let e = st.set("/a/b", val("x"), None, false).unwrap_err();
     assert_eq!((e.code, e.cause.as_str()), (Code::NotDir, "/a"));
     let e = st.get("/a/b/c", false, false).unwrap_err();
     assert_eq!((e.code, e.cause.as_str()), (Code::NotDir, "/a"));
     let e = st.create("/a/b", val("x"), None, false).unwrap_err();
-    assert_eq!((e.code, e.cause.as_str()), (Code::NotFile, "/a"));
+    assert_eq!((e.code, e.cause.as_str()), (Code::NotDir, "/a"));
     let e = st.get("/nope/deeper", false, false).unwrap_err();
     assert_eq!(
         (e.code, e.cause.as_str(), e.index),
