@@ -143,13 +143,7 @@ impl Command {
                 let key = machine_key(name);
                 let value = machine_value(peer_url, client_url);
                 // A member that registers again with the same URLs (a restart) changes nothing.
-                if store
-                    .get(&key, false, true)
-                    .ok()
-                    .and_then(|n| n.value)
-                    .as_deref()
-                    == Some(value.as_str())
-                {
+                if store.peek_value(&key).as_deref() == Some(value.as_str()) {
                     return Ok(None);
                 }
                 store.set(&key, Some(value), None, false).map(Some)

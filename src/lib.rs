@@ -21,6 +21,7 @@ pub mod api;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod store;

@@ -283,8 +283,10 @@ pub async fn run(
         peer_url: cfg.peer_url.clone(),
         client_url: cfg.client_url.clone(),
     };
+    let peer_stats = Arc::new(crate::metrics::PeerStats::default());
     let network = Network {
         client: PeerClient::new(),
+        stats: peer_stats.clone(),
     };
     let raft = Raft::new(id, Arc::new(raft_config(&cfg)?), network, log_store, sm)
         .await
@@ -300,13 +302,14 @@ pub async fn run(
     }
     tracing::info!(name = %cfg.name, id = format!("{id:x}"), fresh, client = %cfg.client_url, peer = %cfg.peer_url, "node starting");
 
-    let node = RaftNode::new(id, me, raft.clone(), shared.clone());
+    let node = RaftNode::new(id, me, raft.clone(), shared.clone(), peer_stats);
     let state = Arc::new(AppState {
         node: node.clone(),
         cfg: Arc::new(cfg.clone()),
         start_time: now_nanos(),
         leader_since: AtomicI64::new(now_nanos()),
         cluster_id,
+        http: Default::default(),
     });
 
     // A single voter need not wait out an election timeout.

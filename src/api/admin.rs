@@ -123,6 +123,211 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// v2 (etcd 2.x) admin endpoints
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = text(405, "Method Not Allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn admin_json(status: u16, body: String) -> Response {
+    json(status, body)
+}
+
+/// `GET /v2/machines`: every member's client URL, sorted, `", "`-joined.
+pub fn v2_machines(st: AppRef, method: &Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET,HEAD");
+    }
+    let mut urls: Vec<String> = st
+        .node
+        .members()
+        .into_iter()
+        .map(|(_, m)| m.client_url)
+        .collect();
+    urls.sort();
+    text(200, urls.join(", "))
+}
+
+#[derive(Serialize)]
+struct MemberJson {
+    id: String,
+    name: String,
+    #[serde(rename = "peerURLs")]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs")]
+    client_urls: Vec<String>,
+}
+
+fn member_json(id: u64, m: &crate::raft::types::Member) -> MemberJson {
+    MemberJson {
+        id: format!("{id:x}"),
+        name: m.name.clone(),
+        peer_urls: vec![m.peer_url.clone()],
+        client_urls: if m.client_url.is_empty() {
+            vec![]
+        } else {
+            vec![m.client_url.clone()]
+        },
+    }
+}
+
+fn with_cluster(st: &AppRef, mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("x-etcd-cluster-id", st.cluster_id_header());
+    r
+}
+
+/// `GET /v2/members`: `{"members":[...]}` sorted by id.
+pub fn v2_members(st: AppRef, method: &Method) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET,POST,DELETE,PUT");
+    }
+    #[derive(Serialize)]
+    struct Members {
+        members: Vec<MemberJson>,
+    }
+    let mut members = st.node.members();
+    members.sort_by_key(|(id, _)| *id);
+    let body = Members {
+        members: members.iter().map(|(id, m)| member_json(*id, m)).collect(),
+    };
+    with_cluster(&st, admin_json(200, go_json(&body) + "\n"))
+}
+
+/// `/v2/members/<id>`: member changes (PUT, DELETE) - they need a cluster (see the cluster
+/// issue); until then they answer as etcd does for an unknown member.
+pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Response {
+    let method = req.method().clone();
+    if method != Method::PUT && method != Method::DELETE {
+        return method_not_allowed("GET,POST,DELETE,PUT");
+    }
+    let known = u64::from_str_radix(id, 16)
+        .ok()
+        .filter(|n| st.node.members().iter().any(|(m, _)| m == n));
+    let r = match known {
+        None => admin_json(404, format!("{{\"message\":\"No such member: {id}\"}}")),
+        Some(_) => admin_json(500, r#"{"message":"Internal Server Error"}"#.to_string()),
+    };
+    with_cluster(&st, r)
+}
+
+/// `GET /v2/members/leader`: the leader's member object, or 503 during an election.
+pub fn v2_members_leader(st: AppRef, method: &Method) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let r = match st.node.leader() {
+        Some((id, m)) => admin_json(200, go_json(&member_json(id, &m)) + "\n"),
+        None => admin_json(503, r#"{"message":"During election"}"#.to_string()),
+    };
+    with_cluster(&st, r)
+}
+
+fn state_name_v2(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "StateLeader",
+        ServerState::Candidate => "StateCandidate",
+        _ => "StateFollower",
+    }
+}
+
+/// `GET /v2/stats/self`.
+pub fn v2_stats_self(st: AppRef) -> Response {
+    #[derive(Serialize)]
+    struct SelfV2 {
+        name: String,
+        id: String,
+        state: &'static str,
+        #[serde(rename = "startTime")]
+        start_time: String,
+        #[serde(rename = "leaderInfo")]
+        leader_info: LeaderInfo,
+        #[serde(rename = "recvAppendRequestCnt")]
+        recv_append: u64,
+        #[serde(rename = "sendAppendRequestCnt")]
+        send_append: u64,
+    }
+    let since = st.leader_since.load(std::sync::atomic::Ordering::Relaxed);
+    let body = SelfV2 {
+        name: st.node.me.name.clone(),
+        id: format!("{:x}", st.node.id),
+        state: state_name_v2(st.node.state()),
+        start_time: rfc3339_nanos(st.start_time),
+        leader_info: LeaderInfo {
+            leader: st
+                .node
+                .leader()
+                .map(|(id, _)| format!("{id:x}"))
+                .unwrap_or_default(),
+            uptime: go_duration(now_nanos() - since),
+            start_time: rfc3339_nanos(since),
+        },
+        recv_append: 0,
+        send_append: 0,
+    };
+    json(200, go_json(&body))
+}
+
+/// `GET /v2/stats/leader`: per-follower RPC latency and counts; 403 on a non-leader.
+pub fn v2_stats_leader(st: AppRef) -> Response {
+    if !st.node.is_leader() {
+        return json(403, r#"{"message":"not current leader"}"#.to_string());
+    }
+    let mut followers = serde_json::Map::new();
+    for (id, _) in st.node.members() {
+        if id == st.node.id {
+            continue;
+        }
+        let s = st.node.peer_stats.get(id);
+        followers.insert(
+            format!("{id:x}"),
+            serde_json::json!({
+                "latency": {
+                    "current": s.current,
+                    "average": s.average,
+                    "standardDeviation": s.standard_deviation(),
+                    "minimum": s.minimum,
+                    "maximum": s.maximum,
+                },
+                "counts": { "fail": s.fail, "success": s.success },
+            }),
+        );
+    }
+    let body = LeaderStats {
+        leader: format!("{:x}", st.node.id),
+        followers,
+    };
+    json(200, go_json(&body))
+}
+
+/// `GET /v2/stats/store`: the store counters.
+pub fn v2_stats_store(st: AppRef) -> Response {
+    let stats = st.node.shared.read().store.stats();
+    json(200, go_json(&stats))
+}
+
+/// `GET /health`: healthy when a leader is known and this node can commit (or, on a
+/// follower, knows a leader). Answers within a bounded time.
+pub async fn health(st: AppRef) -> Response {
+    let healthy = st.node.is_ready()
+        && st.node.leader().is_some()
+        && tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            st.node.linearizable_read(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if healthy {
+        json(200, r#"{"health":"true"}"#.to_string())
+    } else {
+        json(503, r#"{"health":"false"}"#.to_string())
+    }
+}
+
 /// `GET /version`: the 2.x JSON form.
 pub fn version(method: &Method) -> Response {
     if method != Method::GET && method != Method::HEAD {

@@ -11,6 +11,7 @@
 //! a read from a half-recovered store.
 
 pub mod admin;
+pub mod metrics;
 pub mod params;
 pub mod peer;
 pub mod response;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub leader_since: AtomicI64,
     /// The cluster's id, as `X-Etcd-Cluster-Id` shows it (lower-case hex).
     pub cluster_id: u64,
+    /// Client requests received, by method (see [`metrics::METHODS`]).
+    pub http: metrics::HttpCounters,
 }
 
 impl AppState {
@@ -69,6 +72,10 @@ pub fn client_router(state: AppRef) -> Router {
     Router::new()
         .fallback(dispatch_client)
         .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_request,
+        ))
         .layer(middleware::from_fn(redirect_unclean))
         .with_state(state)
 }
@@ -100,6 +107,18 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
             response::moved(&format!("{path}/"), req.uri().query(), req.method())
         }
         "/v1/leader" => admin::v1_leader(st).await,
+        "/v2/leader" => admin::v1_leader(st).await,
+        "/v2/machines" => admin::v2_machines(st, req.method()),
+        "/v2/members" | "/v2/members/" => admin::v2_members(st, req.method()),
+        "/v2/members/leader" => admin::v2_members_leader(st, req.method()),
+        p if p.starts_with("/v2/members/") => {
+            admin::v2_member(st, &p["/v2/members/".len()..], req).await
+        }
+        "/v2/stats/self" => admin::v2_stats_self(st),
+        "/v2/stats/leader" => admin::v2_stats_leader(st),
+        "/v2/stats/store" => admin::v2_stats_store(st),
+        "/health" => admin::health(st).await,
+        "/metrics" => metrics::render(st),
         "/v1/machines" => admin::v1_machines(st).await,
         "/version" => admin::version(req.method()),
         _ if req.method() == Method::GET || req.method() == Method::HEAD => admin::version_text(),

@@ -331,13 +331,7 @@ async fn write(st: &AppRef, cmd: Command, no_value: bool) -> Response {
                         ev.action,
                         Action::Set | Action::CompareAndSwap | Action::Create | Action::Update
                     );
-                let body = v2_event_json(
-                    ev.action,
-                    &ev.node,
-                    ev.prev_node.as_ref(),
-                    ev.at,
-                    hide,
-                );
+                let body = v2_event_json(ev.action, &ev.node, ev.prev_node.as_ref(), ev.at, hide);
                 let mut r = response::json(if created { 201 } else { 200 }, body);
                 raft_headers(&mut r, ev.index(), w.raft_index, w.raft_term);
                 r
@@ -405,13 +399,7 @@ fn event_stream(
             return None;
         }
         let ev: Event = guard.watcher.rx.recv().await?;
-        let line = v2_event_json(
-            ev.action,
-            &ev.node,
-            ev.prev_node.as_ref(),
-            ev.at,
-            false,
-        );
+        let line = v2_event_json(ev.action, &ev.node, ev.prev_node.as_ref(), ev.at, false);
         Some((Ok(Bytes::from(line)), (guard, !stream)))
     })
 }

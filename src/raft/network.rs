@@ -9,7 +9,8 @@
 //!
 //! [`PeerClient`] is also what the API uses to forward requests to the leader.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -28,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{Member, NodeId, TypeConfig};
+use crate::metrics::PeerStats;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,8 @@ impl PeerClient {
 #[derive(Clone)]
 pub struct Network {
     pub client: PeerClient,
+    /// Round-trip times of AppendEntries per follower, for `/v2/stats/leader`.
+    pub stats: Arc<PeerStats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -124,6 +128,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.client.clone(),
             target,
             peer_url: node.peer_url.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -132,6 +137,7 @@ pub struct PeerConnection {
     client: PeerClient,
     target: NodeId,
     peer_url: String,
+    stats: Arc<PeerStats>,
 }
 
 impl PeerConnection {
@@ -167,7 +173,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc("/raft/append", &rpc, &option).await
+        let started = Instant::now();
+        let res = self.rpc("/raft/append", &rpc, &option).await;
+        match &res {
+            Ok(_) => self.stats.success(self.target, started.elapsed()),
+            Err(_) => self.stats.failure(self.target),
+        }
+        res
     }
 
     async fn vote(

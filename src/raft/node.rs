@@ -17,7 +17,7 @@
 //! recovered store.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
@@ -27,6 +27,7 @@ use super::state_machine::{Shared, members};
 use super::types::{Batch, Member, NodeId, Raft};
 use crate::command::{Command, CommandResult};
 use crate::error::EtcdError;
+use crate::metrics::{Histogram, PeerStats};
 
 /// Most commands in one Raft entry.
 pub const MAX_BATCH: usize = 1024;
@@ -62,12 +63,24 @@ pub struct RaftNode {
     pub shared: Arc<Shared>,
     queue: mpsc::Sender<Pending>,
     ready_tx: watch::Sender<bool>,
+    /// How long proposals took, from queueing to applied (for `/metrics`).
+    pub proposal_seconds: Histogram,
+    /// Proposals that failed (no leader, timeout, shutdown).
+    pub proposals_failed: std::sync::atomic::AtomicU64,
+    /// Round-trip statistics of the RPCs this node sends to its peers.
+    pub peer_stats: Arc<PeerStats>,
 }
 
 impl RaftNode {
     /// Wrap a started Raft instance and spawn the batcher. The node is not ready until
     /// [`RaftNode::set_ready`] is called.
-    pub fn new(id: NodeId, me: Member, raft: Raft, shared: Arc<Shared>) -> Arc<RaftNode> {
+    pub fn new(
+        id: NodeId,
+        me: Member,
+        raft: Raft,
+        shared: Arc<Shared>,
+        peer_stats: Arc<PeerStats>,
+    ) -> Arc<RaftNode> {
         let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(batcher(raft.clone(), rx));
         let (ready_tx, _) = watch::channel(false);
@@ -78,18 +91,30 @@ impl RaftNode {
             shared,
             queue,
             ready_tx,
+            proposal_seconds: Histogram::default(),
+            proposals_failed: Default::default(),
+            peer_stats,
         })
     }
 
     /// Propose a command and wait until it is applied.
     pub async fn propose(&self, cmd: Command) -> Result<Written, EtcdError> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Pending { cmd, tx })
-            .await
-            .map_err(|_| EtcdError::raft("node is shutting down"))?;
-        rx.await
-            .map_err(|_| EtcdError::raft("node is shutting down"))?
+        let res = match self.queue.send(Pending { cmd, tx }).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(EtcdError::raft("node is shutting down"))),
+            Err(_) => Err(EtcdError::raft("node is shutting down")),
+        };
+        match &res {
+            Ok(_) => self.proposal_seconds.observe(started.elapsed()),
+            Err(_) => {
+                self.proposals_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        res
     }
 
     pub fn set_ready(&self) {
@@ -209,7 +234,15 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let (cmds, txs): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
             let n = cmds.len();
-            match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Batch { at: crate::api::now_nanos(), cmds })).await {
+            match tokio::time::timeout(
+                PROPOSAL_TIMEOUT,
+                raft.client_write(Batch {
+                    at: crate::api::now_nanos(),
+                    cmds,
+                }),
+            )
+            .await
+            {
                 Ok(Ok(resp)) => {
                     let (raft_index, raft_term) = (resp.log_id.index, resp.log_id.leader_id.term);
                     debug_assert_eq!(resp.data.0.len(), n);

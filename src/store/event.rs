@@ -233,7 +233,11 @@ pub fn v1_event_json(ev: &Event, now: i64) -> String {
             value: ev.node.value.as_deref(),
             new_key: ev.prev_node.is_none(),
             expiration: ev.node.expire_at.map(rfc3339_nanos),
-            ttl: ev.node.expire_at.map(|t| ttl_floor(t, now)).filter(|&t| t != 0),
+            ttl: ev
+                .node
+                .expire_at
+                .map(|t| ttl_floor(t, now))
+                .filter(|&t| t != 0),
             index: ev.index(),
         }
     };

@@ -124,6 +124,14 @@ impl Store {
         res
     }
 
+    /// The value of a key, without counting a read (for internal bookkeeping).
+    pub fn peek_value(&self, key: &str) -> Option<String> {
+        self.lookup(&path::clean(key))
+            .ok()?
+            .value()
+            .map(str::to_string)
+    }
+
     /// Walk to a node. A component that is a key -> 104 (cause: that key); a missing
     /// component -> 100 (cause: the path up to it).
     fn lookup(&self, key: &str) -> Result<&Node, EtcdError> {
