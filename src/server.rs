@@ -14,22 +14,21 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use openraft::SnapshotPolicy;
 use openraft::storage::RaftLogStorage;
-use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState, now_nanos};
-use crate::command::Command;
-use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::config::{ClusterState, Config};
+use crate::error::{Error, EtcdError, Result};
+use crate::raft::cluster::{self, JoinRequest, JoinResponse};
 use crate::raft::disk::{Disk, META_NODE_ID};
 
 /// Where the cluster id is kept in the data file.
@@ -201,45 +200,32 @@ async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
         .map_err(|e| Error::Io(format!("cannot listen on {what} address {addr}: {e}")))
 }
 
-/// This node's Raft id: read from the data file, or made up once and saved there.
+/// This node's Raft id: read from the data file, or (first start) derived from its peer URL
+/// and the cluster token, as etcd 2.x does, and saved.
 fn node_id(disk: &Disk, cfg: &Config) -> Result<NodeId> {
-    let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
-    if let Some(bytes) = disk.read_meta(META_NODE_ID).map_err(storage)? {
-        let arr: [u8; 8] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Storage(format!("{}: bad node id", disk.path().display())))?;
-        return Ok(u64::from_be_bytes(arr));
+    if let Some(id) = read_u64(disk, META_NODE_ID)? {
+        return Ok(id);
     }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(cfg.name.as_bytes());
-    h.write(cfg.peer_url.as_bytes());
-    h.write_i64(now_nanos());
-    h.write_u32(std::process::id());
-    let id = h.finish().max(1);
-    disk.write_meta(META_NODE_ID, &id.to_be_bytes(), true)
-        .map_err(storage)?;
+    let id = cluster::member_id(&cfg.peer_url, &cfg.initial_cluster_token);
+    write_u64(disk, META_NODE_ID, id)?;
     Ok(id)
 }
 
-/// The cluster id: read from the data file, or made up by the node that creates the cluster.
-fn cluster_id(disk: &Disk, cfg: &Config, id: NodeId) -> Result<u64> {
+fn read_u64(disk: &Disk, key: &str) -> Result<Option<u64>> {
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
-    if let Some(bytes) = disk.read_meta(META_CLUSTER_ID).map_err(storage)? {
-        let arr: [u8; 8] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Storage(format!("{}: bad cluster id", disk.path().display())))?;
-        return Ok(u64::from_be_bytes(arr));
-    }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(cfg.initial_cluster_token.as_bytes());
-    h.write_u64(id);
-    h.write_i64(now_nanos());
-    let cid = h.finish().max(1);
-    disk.write_meta(META_CLUSTER_ID, &cid.to_be_bytes(), true)
-        .map_err(storage)?;
-    Ok(cid)
+    let Some(bytes) = disk.read_meta(key).map_err(storage)? else {
+        return Ok(None);
+    };
+    let arr: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Storage(format!("{}: bad {key} record", disk.path().display())))?;
+    Ok(Some(u64::from_be_bytes(arr)))
+}
+
+fn write_u64(disk: &Disk, key: &str, v: u64) -> Result<()> {
+    disk.write_meta(key, &v.to_be_bytes(), true)
+        .map_err(|e| Error::Storage(e.to_string()))
 }
 
 fn raft_config(cfg: &Config) -> Result<openraft::Config> {
@@ -250,14 +236,77 @@ fn raft_config(cfg: &Config) -> Result<openraft::Config> {
         election_timeout_max: cfg.election_ms * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
         max_in_snapshot_log_to_keep: 1000,
-        install_snapshot_timeout: 2000,
+        // Per snapshot chunk (3 MiB): generous for a loaded machine.
+        install_snapshot_timeout: 10_000,
         ..Default::default()
     }
     .validate()
     .map_err(|e| Error::Config(format!("raft timing: {e}")))
 }
 
-/// Run a node until `shutdown` resolves.
+/// How a fresh node (empty log) comes into a cluster.
+enum Bootstrap {
+    /// Already a member (the log says so): just start.
+    Restart,
+    /// Create a new cluster with these members.
+    Create(BTreeMap<NodeId, Member>),
+    /// Join an existing cluster through these peer URLs.
+    Join(Vec<String>),
+}
+
+fn plan(cfg: &Config, me: &Member, id: NodeId, fresh: bool) -> Bootstrap {
+    if !fresh {
+        return Bootstrap::Restart;
+    }
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|(name, url)| {
+            *name != cfg.name && url.trim_end_matches('/') != cfg.peer_url.trim_end_matches('/')
+        })
+        .map(|(_, url)| url.clone())
+        .collect();
+    if !cfg.join.is_empty() {
+        let peers = cfg.join.iter().map(|p| {
+            if p.contains("://") {
+                p.clone()
+            } else {
+                format!("{}://{p}", scheme(&cfg.peer_url))
+            }
+        });
+        return Bootstrap::Join(peers.collect());
+    }
+    if cfg.initial_cluster_state == ClusterState::Existing && !others.is_empty() {
+        return Bootstrap::Join(others);
+    }
+    if others.is_empty() {
+        return Bootstrap::Create(BTreeMap::from([(id, me.clone())]));
+    }
+    // Every member of a new multi-node cluster initializes with the same configuration
+    // (names and peer URLs; client URLs are filled in when each member joins).
+    let members = cfg
+        .initial_cluster
+        .iter()
+        .map(|(name, url)| {
+            let mid = cluster::member_id(url, &cfg.initial_cluster_token);
+            (
+                mid,
+                Member {
+                    name: name.clone(),
+                    peer_url: url.clone(),
+                    client_url: String::new(),
+                },
+            )
+        })
+        .collect();
+    Bootstrap::Create(members)
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map_or("http", |(s, _)| s)
+}
+
+/// Run a node until `shutdown` resolves (or the node is removed from its cluster).
 pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -269,7 +318,6 @@ pub async fn run(
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
     let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
     let id = node_id(&disk, &cfg)?;
-    let cluster_id = cluster_id(&disk, &cfg, id)?;
     let mut log_store: LogStore<TypeConfig> = LogStore::new(disk.clone()).map_err(storage)?;
     let boot_last = log_store
         .get_log_state()
@@ -284,8 +332,9 @@ pub async fn run(
         client_url: cfg.client_url.clone(),
     };
     let peer_stats = Arc::new(crate::metrics::PeerStats::default());
+    let peer_client = PeerClient::new();
     let network = Network {
-        client: PeerClient::new(),
+        client: peer_client.clone(),
         stats: peer_stats.clone(),
     };
     let raft = Raft::new(id, Arc::new(raft_config(&cfg)?), network, log_store, sm)
@@ -295,20 +344,32 @@ pub async fn run(
         .is_initialized()
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
-    if fresh {
-        raft.initialize(BTreeMap::from([(id, me.clone())]))
+    let plan = plan(&cfg, &me, id, fresh);
+    let mut cluster_id = read_u64(&disk, META_CLUSTER_ID)?.unwrap_or(0);
+    if let Bootstrap::Create(members) = &plan {
+        let ids = members.keys().copied().collect();
+        cluster_id = cluster::cluster_id(&cfg.initial_cluster_token, &ids);
+        write_u64(&disk, META_CLUSTER_ID, cluster_id)?;
+        raft.initialize(members.clone())
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
     }
     tracing::info!(name = %cfg.name, id = format!("{id:x}"), fresh, client = %cfg.client_url, peer = %cfg.peer_url, "node starting");
 
-    let node = RaftNode::new(id, me, raft.clone(), shared.clone(), peer_stats);
+    let node = RaftNode::new(
+        id,
+        me.clone(),
+        raft.clone(),
+        shared.clone(),
+        peer_stats,
+        peer_client,
+    );
     let state = Arc::new(AppState {
         node: node.clone(),
         cfg: Arc::new(cfg.clone()),
         start_time: now_nanos(),
         leader_since: AtomicI64::new(now_nanos()),
-        cluster_id,
+        cluster_id: cluster_id.into(),
         http: Default::default(),
     });
 
@@ -316,11 +377,6 @@ pub async fn run(
     if voters_are_only(&node, id) {
         let _ = raft.trigger().elect().await;
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(become_ready(node.clone(), boot_last));
-    tasks.spawn(node.clone().expire_loop());
-    tasks.spawn(track_leader(state.clone()));
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = serve(
         client_listener,
@@ -330,8 +386,36 @@ pub async fn run(
     let peer = serve(peer_listener, api::peer_router(state.clone()), stop_rx);
     let servers = tokio::spawn(async move { tokio::join!(client, peer) });
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    // A joining node serves its peer port first: the leader replicates to it while it joins.
+    let mut joined_at = 0;
+    if let Bootstrap::Join(peers) = &plan {
+        match join_cluster(&state, peers, cfg.max_retry).await {
+            Ok(resp) => {
+                write_u64(&disk, META_CLUSTER_ID, resp.cluster_id)?;
+                state
+                    .cluster_id
+                    .store(resp.cluster_id, std::sync::atomic::Ordering::Relaxed);
+                joined_at = resp.applied;
+            }
+            Err(e) => {
+                stop_tx.send_replace(true);
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+
+    let (removed_tx, mut removed_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(become_ready(state.clone(), boot_last.max(joined_at)));
+    tasks.spawn(node.clone().expire_loop());
+    tasks.spawn(track_leader(state.clone()));
+    tasks.spawn(watch_removal(node.clone(), removed_tx));
+
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        _ = removed_rx.wait_for(|r| *r) => tracing::warn!("this node was removed from the cluster; shutting down"),
+    }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
     shared.read().store.close_watches();
@@ -344,6 +428,57 @@ pub async fn run(
     drop(state);
     Ok(())
 }
+
+/// Ask the cluster (through any of `peers`) to take this node in; retried `retries` times.
+async fn join_cluster(state: &AppState, peers: &[String], retries: u32) -> Result<JoinResponse> {
+    let req = JoinRequest {
+        id: state.node.id,
+        member: state.node.me.clone(),
+        version: crate::api::peer::PEER_VERSION.to_string(),
+    };
+    let mut last = String::from("no peers given");
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+        }
+        for peer in peers {
+            let answer: std::result::Result<std::result::Result<JoinResponse, EtcdError>, _> =
+                state
+                    .node
+                    .client
+                    .post_json(peer, "/join", &req, cluster::JOIN_TIMEOUT)
+                    .await;
+            match answer {
+                Ok(Ok(resp)) => {
+                    tracing::info!(peer = %peer, "joined the cluster");
+                    return Ok(resp);
+                }
+                Ok(Err(e))
+                    if matches!(
+                        e.code,
+                        crate::error::Code::NoMorePeer | crate::error::Code::ExistingPeerAddr
+                    ) =>
+                {
+                    return Err(Error::Config(format!(
+                        "{peer} refused the join: {} ({})",
+                        e.code.message_v2(),
+                        e.cause
+                    )));
+                }
+                Ok(Err(e)) => last = format!("{peer}: {}", e.cause),
+                Err(e) => last = e.to_string(),
+            }
+            tracing::warn!(error = %last, "join attempt failed");
+        }
+    }
+    Err(Error::Io(format!(
+        "cannot join the cluster after {} attempts: {last}",
+        retries + 1
+    )))
+}
+
+/// Pause between rounds of join attempts.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
     let d = node.shared.read();
@@ -363,41 +498,65 @@ async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Rec
     }
 }
 
-/// Wait until a leader is known and everything the log held at start-up is applied; the
-/// leader then makes sure this node is in the machine registry. Then open the gates.
-async fn become_ready(node: Arc<RaftNode>, boot_last: u64) {
-    let mut metrics = node.raft.metrics();
+/// Open the gates once this node's store is current: on the leader, once everything its log
+/// held at start-up is applied; on a follower, once it has applied the leader's read index.
+/// On the way, make sure the cluster's record of this node (voter, name, client URL, registry
+/// entry) is current.
+async fn become_ready(state: Arc<AppState>, boot_last: u64) {
+    let node = &state.node;
     loop {
-        {
-            let m = metrics.borrow_and_update();
-            let applied = m.last_applied.map_or(0, |l| l.index);
-            if m.current_leader.is_some() && applied >= boot_last {
-                break;
+        let ok = match node.leader() {
+            Some((id, _)) if id == node.id => {
+                let applied = node.raft_position().0;
+                applied >= boot_last
             }
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
-    if node.state() == ServerState::Leader {
-        let me = node.me.clone();
-        let register = Command::Register {
-            name: me.name,
-            peer_url: me.peer_url,
-            client_url: me.client_url,
+            Some(_) => node.linearizable_read().await.is_ok(),
+            None => false,
         };
-        loop {
-            match node.propose(register.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registering this node failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let req = JoinRequest {
+            id: node.id,
+            member: node.me.clone(),
+            version: crate::api::peer::PEER_VERSION.to_string(),
+        };
+        match crate::api::peer::join(&state, req).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "updating this member's record failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
     tracing::info!(index = node.shared.read().store.index(), "ready");
     node.set_ready();
+}
+
+/// Tell `run` to stop once this node, having been a member, is no longer in the cluster.
+async fn watch_removal(node: Arc<RaftNode>, removed: watch::Sender<bool>) {
+    let mut m = node.raft.server_metrics();
+    let mut was_member = false;
+    loop {
+        let is_member = m
+            .borrow_and_update()
+            .membership_config
+            .membership()
+            .get_node(&node.id)
+            .is_some();
+        if is_member {
+            was_member = true;
+        } else if was_member {
+            removed.send_replace(true);
+            return;
+        }
+        if m.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn track_leader(state: Arc<AppState>) {

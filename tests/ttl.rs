@@ -115,7 +115,9 @@ fn ttl_of(r: &Resp) -> i64 {
     assert!(j["expiration"].is_string(), "no expiration in {:?}", r.body);
     match &j["ttl"] {
         serde_json::Value::Null => 0,
-        t => t.as_i64().unwrap_or_else(|| panic!("bad ttl in {:?}", r.body)),
+        t => t
+            .as_i64()
+            .unwrap_or_else(|| panic!("bad ttl in {:?}", r.body)),
     }
 }
 

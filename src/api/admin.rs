@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::response::{self, json, text};
 use super::{AppRef, CLUSTER_VERSION, VERSION, now_nanos};
+use crate::api::peer::MemberOp;
 use crate::error::Code;
 use crate::store::event::{go_json, rfc3339_nanos};
 
@@ -68,7 +69,7 @@ struct LeaderInfo {
 #[derive(Serialize)]
 struct LeaderStats {
     leader: String,
-    followers: serde_json::Map<String, serde_json::Value>,
+    followers: std::collections::BTreeMap<String, FollowerStats>,
 }
 
 /// `/v1/stats/{self,leader,store}`; anything else answers 200 with an empty body (v0.1.2).
@@ -198,8 +199,7 @@ pub fn v2_members(st: AppRef, method: &Method) -> Response {
     with_cluster(&st, admin_json(200, go_json(&body) + "\n"))
 }
 
-/// `/v2/members/<id>`: member changes (PUT, DELETE) - they need a cluster (see the cluster
-/// issue); until then they answer as etcd does for an unknown member.
+/// `/v2/members/<id>`: `PUT` (new peer URLs) and `DELETE` (remove), as etcd 2.x answers them.
 pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Response {
     let method = req.method().clone();
     if method != Method::PUT && method != Method::DELETE {
@@ -208,11 +208,91 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     let known = u64::from_str_radix(id, 16)
         .ok()
         .filter(|n| st.node.members().iter().any(|(m, _)| m == n));
-    let r = match known {
-        None => admin_json(404, format!("{{\"message\":\"No such member: {id}\"}}")),
-        Some(_) => admin_json(500, r#"{"message":"Internal Server Error"}"#.to_string()),
+    let Some(mid) = known else {
+        return with_cluster(
+            &st,
+            admin_json(404, format!("{{\"message\":\"No such member: {id}\"}}")),
+        );
+    };
+    let op = if method == Method::DELETE {
+        MemberOp::Remove { id: mid }
+    } else {
+        match peer_urls_body(req).await {
+            Ok(url) => MemberOp::Update {
+                id: mid,
+                peer_url: url,
+            },
+            Err(r) => return with_cluster(&st, r),
+        }
+    };
+    let r = match crate::api::peer::member_op(&st, op).await {
+        Ok(_) => response::empty(204),
+        Err(e) => member_error(&e),
     };
     with_cluster(&st, r)
+}
+
+/// `POST /v2/members` with `{"peerURLs":[...]}`: add a member that will join later.
+pub async fn v2_members_add(st: AppRef, req: axum::extract::Request) -> Response {
+    let url = match peer_urls_body(req).await {
+        Ok(u) => u,
+        Err(r) => return with_cluster(&st, r),
+    };
+    let r = match crate::api::peer::member_op(&st, MemberOp::Add { peer_url: url }).await {
+        Ok(done) => admin_json(201, go_json(&member_json(done.id, &done.member)) + "\n"),
+        Err(e) => member_error(&e),
+    };
+    with_cluster(&st, r)
+}
+
+fn message(status: u16, msg: &str) -> Response {
+    admin_json(status, go_json(&serde_json::json!({ "message": msg })))
+}
+
+fn member_error(e: &crate::error::EtcdError) -> Response {
+    match e.code {
+        Code::KeyNotFound => message(404, &e.cause),
+        Code::ExistingPeerAddr => message(409, &e.cause),
+        Code::NoMorePeer => message(409, &format!("etcdserver: {}", e.cause)),
+        _ => message(500, "Internal Server Error"),
+    }
+}
+
+/// Parse a members request body: Content-Type exactly application/json, `{"peerURLs":[url]}`.
+async fn peer_urls_body(req: axum::extract::Request) -> Result<String, Response> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if ct != "application/json" {
+        return Err(message(
+            415,
+            &format!("Bad Content-Type {ct}, accept application/json"),
+        ));
+    }
+    let bytes = crate::api::params::read_body(req.into_body()).await?;
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "peerURLs")]
+        peer_urls: Vec<String>,
+    }
+    let body: Body = serde_json::from_slice(&bytes).map_err(|e| message(400, &e.to_string()))?;
+    let url = body
+        .peer_urls
+        .into_iter()
+        .next()
+        .ok_or_else(|| message(400, "peerURLs must not be empty"))?;
+    let parsed_ok =
+        (url.starts_with("http://") || url.starts_with("https://")) && url.contains(':');
+    if !parsed_ok {
+        return Err(message(
+            400,
+            &format!("URL scheme must be http or https: {url}"),
+        ));
+    }
+    Ok(url)
 }
 
 /// `GET /v2/members/leader`: the leader's member object, or 503 during an election.
@@ -272,30 +352,54 @@ pub fn v2_stats_self(st: AppRef) -> Response {
     json(200, go_json(&body))
 }
 
+/// One follower in `/v2/stats/leader`, fields in etcd's order.
+#[derive(Serialize)]
+struct FollowerStats {
+    latency: Latency,
+    counts: Counts,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    current: f64,
+    average: f64,
+    #[serde(rename = "standardDeviation")]
+    standard_deviation: f64,
+    minimum: f64,
+    maximum: f64,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    fail: u64,
+    success: u64,
+}
+
 /// `GET /v2/stats/leader`: per-follower RPC latency and counts; 403 on a non-leader.
 pub fn v2_stats_leader(st: AppRef) -> Response {
     if !st.node.is_leader() {
         return json(403, r#"{"message":"not current leader"}"#.to_string());
     }
-    let mut followers = serde_json::Map::new();
+    let mut followers = std::collections::BTreeMap::new();
     for (id, _) in st.node.members() {
         if id == st.node.id {
             continue;
         }
         let s = st.node.peer_stats.get(id);
-        followers.insert(
-            format!("{id:x}"),
-            serde_json::json!({
-                "latency": {
-                    "current": s.current,
-                    "average": s.average,
-                    "standardDeviation": s.standard_deviation(),
-                    "minimum": s.minimum,
-                    "maximum": s.maximum,
-                },
-                "counts": { "fail": s.fail, "success": s.success },
-            }),
-        );
+        let follower = FollowerStats {
+            latency: Latency {
+                current: s.current,
+                average: s.average,
+                standard_deviation: s.standard_deviation(),
+                minimum: s.minimum,
+                maximum: s.maximum,
+            },
+            counts: Counts {
+                fail: s.fail,
+                success: s.success,
+            },
+        };
+        followers.insert(format!("{id:x}"), follower);
     }
     let body = LeaderStats {
         leader: format!("{:x}", st.node.id),

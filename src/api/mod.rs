@@ -44,15 +44,20 @@ pub struct AppState {
     pub start_time: i64,
     /// When this node last saw the leader change (Unix ns), for `leaderInfo.uptime`.
     pub leader_since: AtomicI64,
-    /// The cluster's id, as `X-Etcd-Cluster-Id` shows it (lower-case hex).
-    pub cluster_id: u64,
+    /// The cluster's id, as `X-Etcd-Cluster-Id` shows it (lower-case hex); learned from the
+    /// leader when this node joins.
+    pub cluster_id: std::sync::atomic::AtomicU64,
     /// Client requests received, by method (see [`metrics::METHODS`]).
     pub http: metrics::HttpCounters,
 }
 
 impl AppState {
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
+    }
+
     pub fn cluster_id_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!("{:x}", self.cluster_id))
+        HeaderValue::from_str(&format!("{:x}", self.cluster_id()))
             .expect("hex is a valid header value")
     }
 }
@@ -109,6 +114,7 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
         "/v1/leader" => admin::v1_leader(st).await,
         "/v2/leader" => admin::v1_leader(st).await,
         "/v2/machines" => admin::v2_machines(st, req.method()),
+        "/v2/members" | "/v2/members/" if req.method() == Method::POST => admin::v2_members_add(st, req).await,
         "/v2/members" | "/v2/members/" => admin::v2_members(st, req.method()),
         "/v2/members/leader" => admin::v2_members_leader(st, req.method()),
         p if p.starts_with("/v2/members/") => {

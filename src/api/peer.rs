@@ -1,21 +1,48 @@
 //! The peer port: Raft RPCs between members (`POST /raft/append`, `/raft/vote`,
-//! `/raft/snapshot`, JSON bodies answered with the serialized `Result` of the openraft call)
-//! and the small v0.1 peer endpoints (`/name`, `/version`, `/etcdURL`).
+//! `/raft/snapshot`, JSON bodies answered with the serialized `Result` of the openraft call),
+//! the cluster calls (`/raft/propose` for forwarded writes, `/raft/read_index` for
+//! linearizable reads on followers, `/join`, `/raft/member` for member changes), and the
+//! small v0.1 peer endpoints (`/name`, `/version`, `/etcdURL`, `DELETE /remove/<name>`).
+//!
+//! Cluster calls that only the leader can serve are relayed to the leader by a follower that
+//! receives them (one hop), so a joiner may name any member with `-C`.
+
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::Response;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::AppRef;
 use super::response::{self, json, text};
+use crate::command::Command;
+use crate::error::{Code, EtcdError};
+use crate::raft::cluster::{self, JoinRequest, JoinResponse};
+use crate::raft::node::{ProposeError, Written};
+use crate::raft::types::{Member, NodeId};
 
 /// What peers compare before they talk Raft: the wire protocol of this implementation.
 pub const PEER_VERSION: &str = "etcd-rs/1";
 
 /// Raft messages can be large (a batch of entries, a snapshot chunk), but not unbounded.
 const MAX_RAFT_BODY: usize = 1 << 30;
+
+/// A member change, as the members API asks the leader for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MemberOp {
+    Add { peer_url: String },
+    Update { id: NodeId, peer_url: String },
+    Remove { id: NodeId },
+}
+
+/// The leader's answer to a member change: the member concerned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberDone {
+    pub id: NodeId,
+    pub member: Member,
+}
 
 pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
     let path = req.uri().path().to_string();
@@ -25,29 +52,92 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
         (Method::GET, "/version") => text(200, PEER_VERSION),
         (Method::GET, "/etcdURL") => text(200, st.node.me.client_url.clone()),
         (Method::POST, "/raft/append") => {
-            rpc(req, |r| async move { st.node.raft.append_entries(r).await }).await
+            rpc(req, |r| async move {
+                Ok::<_, ()>(st.node.raft.append_entries(r).await)
+            })
+            .await
         }
         (Method::POST, "/raft/vote") => {
-            rpc(req, |r| async move { st.node.raft.vote(r).await }).await
-        }
-        (Method::POST, "/raft/snapshot") => {
             rpc(
                 req,
-                |r| async move { st.node.raft.install_snapshot(r).await },
+                |r| async move { Ok::<_, ()>(st.node.raft.vote(r).await) },
             )
             .await
         }
+        (Method::POST, "/raft/snapshot") => {
+            rpc(req, |r| async move {
+                Ok::<_, ()>(st.node.raft.install_snapshot(r).await)
+            })
+            .await
+        }
+        (Method::POST, "/raft/propose") => {
+            rpc(req, |cmd: Command| async move {
+                Ok::<_, ()>(if st.node.is_leader() {
+                    st.node.propose_local(cmd).await
+                } else {
+                    Err::<Written, _>(ProposeError::NotLeader)
+                })
+            })
+            .await
+        }
+        (Method::POST, "/raft/read_index") => {
+            rpc(req, |(): ()| async move {
+                Ok::<_, ()>(if st.node.is_leader() {
+                    st.node.read_index_local().await
+                } else {
+                    Err(ProposeError::NotLeader)
+                })
+            })
+            .await
+        }
+        (Method::POST, "/join") => {
+            rpc(req, |j: JoinRequest| async move {
+                Ok::<_, ()>(join(&st, j).await)
+            })
+            .await
+        }
+        (Method::POST, "/raft/member") => {
+            rpc(req, |op: MemberOp| async move {
+                Ok::<_, ()>(member_op(&st, op).await)
+            })
+            .await
+        }
+        (Method::DELETE, p) if p.starts_with("/remove/") => {
+            let name = p["/remove/".len()..].to_string();
+            let id = st
+                .node
+                .members()
+                .into_iter()
+                .find(|(_, m)| m.name == name)
+                .map(|(id, _)| id);
+            let res = match id {
+                Some(id) => member_op(&st, MemberOp::Remove { id }).await.map(|_| ()),
+                None => Err(EtcdError::new(
+                    Code::KeyNotFound,
+                    format!("no member named {name}"),
+                    0,
+                )),
+            };
+            match res {
+                Ok(()) => text(200, "removed"),
+                Err(e) => json(
+                    e.code.http_status(),
+                    serde_json::to_string(&e).unwrap_or_default(),
+                ),
+            }
+        }
+        (_, p) if p.starts_with("/remove/") => response::empty(405),
         _ => response::not_found(),
     }
 }
 
-async fn rpc<Req, Resp, E, F, Fut>(req: Request, call: F) -> Response
+/// Read a JSON request, run `call`, answer its result as JSON.
+async fn rpc<Req, Resp, F, Fut>(req: Request, call: F) -> Response
 where
     Req: DeserializeOwned,
     Resp: Serialize,
-    E: Serialize,
     F: FnOnce(Req) -> Fut,
-    Fut: std::future::Future<Output = Result<Resp, E>>,
+    Fut: std::future::Future<Output = Result<Resp, ()>>,
 {
     let bytes = match axum::body::to_bytes(req.into_body(), MAX_RAFT_BODY).await {
         Ok(b) => b,
@@ -55,11 +145,96 @@ where
     };
     let parsed: Req = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return text(400, format!("bad raft message: {e}")),
+        Err(e) => return text(400, format!("bad peer message: {e}")),
     };
-    let result = call(parsed).await;
-    match serde_json::to_string(&result) {
-        Ok(body) => json(200, body),
-        Err(e) => text(500, format!("cannot encode answer: {e}")),
+    match call(parsed).await {
+        Ok(result) => match serde_json::to_string(&result) {
+            Ok(body) => json(200, body),
+            Err(e) => text(500, format!("cannot encode answer: {e}")),
+        },
+        Err(()) => text(500, "internal error"),
+    }
+}
+
+/// Serve a join here if this node leads, else relay it to the leader.
+pub async fn join(st: &AppRef, j: JoinRequest) -> Result<JoinResponse, EtcdError> {
+    let cid = st.cluster_id();
+    if st.node.is_leader() {
+        return cluster::join(&st.node, j, st.cfg.max_cluster_size, cid).await;
+    }
+    let leader = wait_leader(st).await?;
+    st.node
+        .client
+        .post_json::<_, Result<JoinResponse, EtcdError>>(
+            &leader.peer_url,
+            "/join",
+            &j,
+            cluster::JOIN_TIMEOUT,
+        )
+        .await
+        .map_err(|e| EtcdError::raft(format!("relaying the join to the leader: {e}")))?
+}
+
+/// Run a member change on the leader (here, or relayed).
+pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdError> {
+    if st.node.is_leader() {
+        let node = &st.node;
+        return match op {
+            MemberOp::Add { peer_url } => {
+                let (id, member) = cluster::add_member(
+                    node,
+                    &peer_url,
+                    &st.cfg.initial_cluster_token,
+                    st.cfg.max_cluster_size,
+                )
+                .await?;
+                Ok(MemberDone { id, member })
+            }
+            MemberOp::Update { id, peer_url } => {
+                cluster::update_member(node, id, &peer_url).await?;
+                let member = node
+                    .members()
+                    .into_iter()
+                    .find(|(m, _)| *m == id)
+                    .map(|(_, m)| m)
+                    .unwrap_or_default();
+                Ok(MemberDone { id, member })
+            }
+            MemberOp::Remove { id } => {
+                let member = node
+                    .members()
+                    .into_iter()
+                    .find(|(m, _)| *m == id)
+                    .map(|(_, m)| m)
+                    .unwrap_or_default();
+                cluster::remove(node, id).await?;
+                Ok(MemberDone { id, member })
+            }
+        };
+    }
+    let leader = wait_leader(st).await?;
+    st.node
+        .client
+        .post_json::<_, Result<MemberDone, EtcdError>>(
+            &leader.peer_url,
+            "/raft/member",
+            &op,
+            cluster::JOIN_TIMEOUT,
+        )
+        .await
+        .map_err(|e| EtcdError::raft(format!("relaying the member change to the leader: {e}")))?
+}
+
+/// The leader's record, waiting (bounded) for an election to finish.
+async fn wait_leader(st: &AppRef) -> Result<Member, EtcdError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some((_, m)) = st.node.leader() {
+            return Ok(m);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(EtcdError::raft("no leader"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -7,6 +7,7 @@
 //! * `network` - `RaftNetworkFactory`: JSON over HTTP to peers' `api::peer`.
 //! * `node` - what the API uses: group-committing proposals, leader info, readiness, expiry.
 
+pub mod cluster;
 pub mod disk;
 pub mod log_store;
 pub mod network;

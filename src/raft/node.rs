@@ -23,11 +23,13 @@ use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use super::network::{CallError, PeerClient};
 use super::state_machine::{Shared, members};
 use super::types::{Batch, Member, NodeId, Raft};
 use crate::command::{Command, CommandResult};
 use crate::error::EtcdError;
 use crate::metrics::{Histogram, PeerStats};
+use serde::{Deserialize, Serialize};
 
 /// Most commands in one Raft entry.
 pub const MAX_BATCH: usize = 1024;
@@ -39,21 +41,33 @@ pub const MAX_IN_FLIGHT: usize = 2;
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the leader checks for due TTLs.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(500);
+/// Pause before retrying a proposal or read that found no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a request waits for the node to become ready before it fails.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The outcome of a proposal: the command's own result and the Raft position it was
 /// applied at (for `X-Raft-Index` / `X-Raft-Term`).
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Written {
     pub result: CommandResult,
     pub raft_index: u64,
     pub raft_term: u64,
 }
 
+/// Why a proposal did not go through on the node it was sent to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// This node is not (or no longer) the leader: the command was not appended, so it is
+    /// safe to send it to the leader.
+    NotLeader,
+    /// The proposal failed (or its outcome is unknown, e.g. a timeout): do not retry.
+    Failed(EtcdError),
+}
+
 struct Pending {
     cmd: Command,
-    tx: oneshot::Sender<Result<Written, EtcdError>>,
+    tx: oneshot::Sender<Result<Written, ProposeError>>,
 }
 
 pub struct RaftNode {
@@ -69,6 +83,10 @@ pub struct RaftNode {
     pub proposals_failed: std::sync::atomic::AtomicU64,
     /// Round-trip statistics of the RPCs this node sends to its peers.
     pub peer_stats: Arc<PeerStats>,
+    /// The client for peer ports (forwarding to the leader).
+    pub client: PeerClient,
+    /// Serializes membership changes (joins, removals).
+    pub membership_lock: tokio::sync::Mutex<()>,
 }
 
 impl RaftNode {
@@ -80,6 +98,7 @@ impl RaftNode {
         raft: Raft,
         shared: Arc<Shared>,
         peer_stats: Arc<PeerStats>,
+        client: PeerClient,
     ) -> Arc<RaftNode> {
         let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(batcher(raft.clone(), rx));
@@ -94,18 +113,38 @@ impl RaftNode {
             proposal_seconds: Histogram::default(),
             proposals_failed: Default::default(),
             peer_stats,
+            client,
+            membership_lock: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Propose a command and wait until it is applied.
+    /// Propose a command and wait until it is applied on this node. On a follower the
+    /// command is forwarded to the leader (Decision D5), and the answer waits until this node
+    /// has applied it too, so the client reads its own write here. A command is re-sent only
+    /// when it provably was not taken (not the leader, leader unreachable), until
+    /// [`PROPOSAL_TIMEOUT`]; then error 300.
     pub async fn propose(&self, cmd: Command) -> Result<Written, EtcdError> {
         let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        let res = match self.queue.send(Pending { cmd, tx }).await {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err(EtcdError::raft("node is shutting down"))),
-            Err(_) => Err(EtcdError::raft("node is shutting down")),
+        let deadline = started + PROPOSAL_TIMEOUT;
+        let res = loop {
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.id => self.propose_local(cmd.clone()).await,
+                Some((_, leader)) => self.forward(&leader, &cmd, deadline).await,
+                None => Err(ProposeError::NotLeader),
+            };
+            match attempt {
+                Ok(w) => break Ok(w),
+                Err(ProposeError::Failed(e)) => break Err(e),
+                Err(ProposeError::NotLeader) if Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(ProposeError::NotLeader) => {
+                    break Err(EtcdError::raft(
+                        "no leader (the cluster may have lost its quorum)",
+                    ));
+                }
+            }
         };
         match &res {
             Ok(_) => self.proposal_seconds.observe(started.elapsed()),
@@ -115,6 +154,49 @@ impl RaftNode {
             }
         }
         res
+    }
+
+    /// Propose through this node's own batcher (it must be the leader).
+    pub async fn propose_local(&self, cmd: Command) -> Result<Written, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ProposeError::Failed(EtcdError::raft("node is shutting down"));
+        self.queue
+            .send(Pending { cmd, tx })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    async fn forward(
+        &self,
+        leader: &Member,
+        cmd: &Command,
+        deadline: Instant,
+    ) -> Result<Written, ProposeError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer: Result<Result<Written, ProposeError>, CallError> = self
+            .client
+            .post_json(&leader.peer_url, "/raft/propose", cmd, left)
+            .await;
+        match answer {
+            Ok(Ok(w)) => {
+                // Read-your-writes on this node: wait (bounded) until it has applied the write.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = self
+                    .raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(w.raft_index), "forwarded write")
+                    .await;
+                Ok(w)
+            }
+            Ok(Err(e)) => Err(e),
+            // Never reached the leader: safe to try again once a leader is known.
+            Err(CallError::Connect(..)) => Err(ProposeError::NotLeader),
+            // Sent, outcome unknown: do not risk applying it twice.
+            Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
+                "forwarding to the leader failed: {e}"
+            )))),
+        }
     }
 
     pub fn set_ready(&self) {
@@ -140,16 +222,65 @@ impl RaftNode {
     /// quorum (a read-index round, no log entry) and wait until this node has applied up to
     /// the read index.
     pub async fn linearizable_read(&self) -> Result<(), EtcdError> {
+        let deadline = Instant::now() + PROPOSAL_TIMEOUT;
+        loop {
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.id => self.read_index_local().await.map(|_| ()),
+                Some((_, leader)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let answer: Result<Result<u64, ProposeError>, CallError> = self
+                        .client
+                        .post_json(&leader.peer_url, "/raft/read_index", &(), left)
+                        .await;
+                    match answer {
+                        Ok(Ok(index)) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            self.raft
+                                .wait(Some(left))
+                                .applied_index_at_least(Some(index), "read index")
+                                .await
+                                .map(|_| ())
+                                .map_err(|_| {
+                                    ProposeError::Failed(EtcdError::raft(
+                                        "catching up with the leader timed out",
+                                    ))
+                                })
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(CallError::Connect(..)) => Err(ProposeError::NotLeader),
+                        Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
+                            "read index from the leader: {e}"
+                        )))),
+                    }
+                }
+                None => Err(ProposeError::NotLeader),
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(ProposeError::Failed(e)) => return Err(e),
+                Err(ProposeError::NotLeader) if Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await
+                }
+                Err(ProposeError::NotLeader) => {
+                    return Err(EtcdError::raft(
+                        "no leader (the cluster may have lost its quorum)",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Leader only: confirm leadership with a quorum and return the read index (applied here).
+    pub async fn read_index_local(&self) -> Result<u64, ProposeError> {
         match tokio::time::timeout(PROPOSAL_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                f,
-            )))) => Err(EtcdError::raft(match f.leader_node {
-                Some(m) => format!("not the leader; the leader is {}", m.name),
-                None => "no leader".to_string(),
-            })),
-            Ok(Err(e)) => Err(EtcdError::raft(e.to_string())),
-            Err(_) => Err(EtcdError::raft("read index timed out (no quorum?)")),
+                _,
+            )))) => Err(ProposeError::NotLeader),
+            Ok(Err(e)) => Err(ProposeError::Failed(EtcdError::raft(e.to_string()))),
+            Err(_) => Err(ProposeError::Failed(EtcdError::raft(
+                "read index timed out (no quorum?)",
+            ))),
         }
     }
 
@@ -255,14 +386,16 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                     }
                 }
                 Ok(Err(e)) => {
-                    let err = write_error(&e);
+                    let err = propose_error(&e);
                     for tx in txs {
                         let _ = tx.send(Err(err.clone()));
                     }
                 }
                 Err(_) => {
                     for tx in txs {
-                        let _ = tx.send(Err(EtcdError::raft("proposal timed out (no quorum?)")));
+                        let _ = tx.send(Err(ProposeError::Failed(EtcdError::raft(
+                            "proposal timed out (no quorum?)",
+                        ))));
                     }
                 }
             }
@@ -270,13 +403,10 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> EtcdError {
+fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match &f.leader_node {
-            Some(m) => EtcdError::raft(format!("not the leader; the leader is {}", m.name)),
-            None => EtcdError::raft("no leader"),
-        },
-        other => EtcdError::raft(other.to_string()),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::NotLeader,
+        other => ProposeError::Failed(EtcdError::raft(other.to_string())),
     }
 }
 
