@@ -356,6 +356,7 @@ pub async fn run(
     }
     tracing::info!(name = %cfg.name, id = format!("{id:x}"), fresh, client = %cfg.client_url, peer = %cfg.peer_url, "node starting");
 
+    let (removed_tx, mut removed_rx) = watch::channel(false);
     let node = RaftNode::new(
         id,
         me.clone(),
@@ -371,6 +372,7 @@ pub async fn run(
         leader_since: AtomicI64::new(now_nanos()),
         cluster_id: cluster_id.into(),
         http: Default::default(),
+        removed: removed_tx,
     });
 
     // A single voter need not wait out an election timeout.
@@ -405,12 +407,11 @@ pub async fn run(
         }
     }
 
-    let (removed_tx, mut removed_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(become_ready(state.clone(), boot_last.max(joined_at)));
     tasks.spawn(node.clone().expire_loop());
     tasks.spawn(track_leader(state.clone()));
-    tasks.spawn(watch_removal(node.clone(), removed_tx));
+    tasks.spawn(watch_removal(state.clone()));
 
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
@@ -537,7 +538,9 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64) {
 }
 
 /// Tell `run` to stop once this node, having been a member, is no longer in the cluster.
-async fn watch_removal(node: Arc<RaftNode>, removed: watch::Sender<bool>) {
+async fn watch_removal(state: Arc<AppState>) {
+    let node = &state.node;
+    let removed = &state.removed;
     let mut m = node.raft.server_metrics();
     let mut was_member = false;
     loop {

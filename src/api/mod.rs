@@ -49,6 +49,8 @@ pub struct AppState {
     pub cluster_id: std::sync::atomic::AtomicU64,
     /// Client requests received, by method (see [`metrics::METHODS`]).
     pub http: metrics::HttpCounters,
+    /// Set when this node learns it was removed from the cluster: it then shuts down.
+    pub removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -114,7 +116,9 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
         "/v1/leader" => admin::v1_leader(st).await,
         "/v2/leader" => admin::v1_leader(st).await,
         "/v2/machines" => admin::v2_machines(st, req.method()),
-        "/v2/members" | "/v2/members/" if req.method() == Method::POST => admin::v2_members_add(st, req).await,
+        "/v2/members" | "/v2/members/" if req.method() == Method::POST => {
+            admin::v2_members_add(st, req).await
+        }
         "/v2/members" | "/v2/members/" => admin::v2_members(st, req.method()),
         "/v2/members/leader" => admin::v2_members_leader(st, req.method()),
         p if p.starts_with("/v2/members/") => {

@@ -90,6 +90,16 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
             })
             .await
         }
+        (Method::POST, "/raft/removed") => {
+            rpc(req, |id: NodeId| async move {
+                if id == st.node.id {
+                    tracing::warn!("the leader says this node was removed from the cluster");
+                    st.removed.send_replace(true);
+                }
+                Ok::<_, ()>(())
+            })
+            .await
+        }
         (Method::POST, "/join") => {
             rpc(req, |j: JoinRequest| async move {
                 Ok::<_, ()>(join(&st, j).await)
@@ -208,6 +218,21 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                     .map(|(_, m)| m)
                     .unwrap_or_default();
                 cluster::remove(node, id).await?;
+                // The removed node gets no more log entries, so it would never learn of its
+                // removal: tell it (best effort; it also notices if it sees the new config).
+                if id == node.id {
+                    st.removed.send_replace(true);
+                } else {
+                    let _: Result<(), _> = node
+                        .client
+                        .post_json(
+                            &member.peer_url,
+                            "/raft/removed",
+                            &id,
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                }
                 Ok(MemberDone { id, member })
             }
         };
