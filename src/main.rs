@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.verbosity);
+    // One process-wide crypto provider (ring); every TLS config names it explicitly too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -312,6 +312,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     prepare_data_dir(&mut cfg)?;
+    // Certificates first: a bad file is reported before anything is bound or opened.
+    let client_tls = crate::tls::server_config(&cfg.client_tls)?;
+    let peer_tls = crate::tls::server_config(&cfg.peer_tls)?;
+    let peer_client_tls = crate::tls::client_config(&cfg.peer_tls)?;
     let client_listener = bind("client", &cfg.client_listen).await?;
     let peer_listener = bind("peer", &cfg.peer_listen).await?;
 
@@ -332,7 +336,7 @@ pub async fn run(
         client_url: cfg.client_url.clone(),
     };
     let peer_stats = Arc::new(crate::metrics::PeerStats::default());
-    let peer_client = PeerClient::new();
+    let peer_client = PeerClient::new(peer_client_tls);
     let network = Network {
         client: peer_client.clone(),
         stats: peer_stats.clone(),
@@ -382,10 +386,16 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = serve(
         client_listener,
+        client_tls,
         api::client_router(state.clone()),
         stop_rx.clone(),
     );
-    let peer = serve(peer_listener, api::peer_router(state.clone()), stop_rx);
+    let peer = serve(
+        peer_listener,
+        peer_tls,
+        api::peer_router(state.clone()),
+        stop_rx,
+    );
     let servers = tokio::spawn(async move { tokio::join!(client, peer) });
 
     // A joining node serves its peer port first: the leader replicates to it while it joins.
@@ -487,14 +497,32 @@ fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
     voters == [id]
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+/// Serve `router` on `listener` (over TLS when `tls` is given) until `stop` turns true.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(graceful)
-        .await
-    {
+    let res = match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+        Some(config) => match crate::tls::TlsListener::new(listener, config) {
+            Ok(l) => {
+                axum::serve(l, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = res {
         tracing::error!(error = %e, "server stopped");
     }
 }

@@ -45,20 +45,22 @@ pub enum CallError {
 /// An HTTP client for peer ports, shared by every connection (it pools connections).
 #[derive(Clone)]
 pub struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for PeerClient {
-    fn default() -> Self {
-        Self::new()
-    }
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl PeerClient {
-    pub fn new() -> PeerClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    /// A client for `http://` and `https://` peer URLs; `tls` is used for the latter (our
+    /// certificate as client certificate, the peer CA as trust anchor).
+    pub fn new(tls: rustls::ClientConfig) -> PeerClient {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
