@@ -145,12 +145,30 @@ impl Info {
     }
 }
 
-/// Create the data directory, apply `-f`, and reconcile `info` with the command line.
-pub fn prepare_data_dir(cfg: &mut Config) -> Result<()> {
+/// The lock file that keeps two servers out of one data directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Create the data directory, lock it, apply `-f`, and reconcile `info` with the command
+/// line. The returned file holds the lock for as long as it lives: keep it until shutdown.
+pub fn prepare_data_dir(cfg: &mut Config) -> Result<std::fs::File> {
     let dir = cfg.data_dir.clone();
     let io =
         |what: &str, p: &Path, e: std::io::Error| Error::Io(format!("{what} {}: {e}", p.display()));
     std::fs::create_dir_all(&dir).map_err(|e| io("cannot create data directory", &dir, e))?;
+    // Lock before anything else: `-f` must never delete the files of a running server.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io("cannot write", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Io(format!(
+            "data directory {} is in use by another etcd process",
+            dir.display()
+        )));
+    }
     let info_path = dir.join(INFO_FILE);
     if cfg.force {
         for f in [INFO_FILE, DATA_FILE] {
@@ -182,13 +200,14 @@ pub fn prepare_data_dir(cfg: &mut Config) -> Result<()> {
                 );
             }
             info.apply_to(cfg);
-            Ok(())
+            Ok(lock)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join(format!("{INFO_FILE}.tmp"));
             std::fs::write(&tmp, Info::from_config(cfg).to_pretty())
                 .and_then(|_| std::fs::rename(&tmp, &info_path))
                 .map_err(|e| io("cannot write", &info_path, e))
+                .map(|()| lock)
         }
         Err(e) => Err(io("cannot read", &info_path, e)),
     }
@@ -311,7 +330,7 @@ pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    prepare_data_dir(&mut cfg)?;
+    let _dir_lock = prepare_data_dir(&mut cfg)?;
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
     let peer_tls = crate::tls::server_config(&cfg.peer_tls)?;

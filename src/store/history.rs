@@ -39,6 +39,11 @@ impl History {
         self.capacity
     }
 
+    /// The events held, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
     /// Index of the oldest event held (0 when empty).
     pub fn oldest(&self) -> u64 {
         self.events.front().map_or(0, Event::index)

@@ -48,6 +48,10 @@ pub struct StoreSnapshot {
     pub index: u64,
     pub root: Node,
     pub stats: StatsSnapshot,
+    /// The event history as it was, so watches from an index keep working across restarts
+    /// and snapshot installs.
+    #[serde(default)]
+    pub history: Vec<Event>,
 }
 
 pub struct Store {
@@ -661,6 +665,7 @@ impl Store {
             index: self.index,
             root: self.root.clone(),
             stats,
+            history: self.history.events().cloned().collect(),
         }
     }
 
@@ -671,6 +676,9 @@ impl Store {
         self.root = snap.root;
         self.index = snap.index;
         self.history = History::new(history_size);
+        for ev in snap.history {
+            self.history.push(ev);
+        }
         self.expiry.clear();
         let expiry = &mut self.expiry;
         self.root.for_each_post_order("/", &mut |p, n| {

@@ -376,5 +376,10 @@ fn snapshot_round_trip_rebuilds_expiry() {
         st.get("/", true, true).unwrap()
     );
     assert_eq!(st2.stats().sets_success, 2);
+    // the history comes along: a watch from an old index still answers
+    let mut w = st2
+        .watch("/c", false, false, Some(1), false, OnCleared::Error)
+        .unwrap();
+    assert_eq!(w.rx.try_recv().unwrap().index(), 2);
     assert_eq!(st2.expire(T0 + S).len(), 1);
 }
