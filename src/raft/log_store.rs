@@ -716,13 +716,9 @@ mod tests {
 
     const CRASH_DIR_ENV: &str = "LOGSTORE_CRASH_TEST_DIR";
 
-    /// Child half of `entries_survive_process_abort`: appends, then dies without closing redb.
-    #[test]
-    #[ignore = "run by entries_survive_process_abort in a child process"]
-    fn crash_child() {
-        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
-            return;
-        };
+    /// Child half of `entries_survive_process_abort` (the same test, re-run in a child process
+    /// with CRASH_DIR_ENV set): appends, then dies without closing redb.
+    fn crash_child(dir: std::ffi::OsString) -> ! {
         let path = PathBuf::from(dir).join("etcd.redb");
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -742,13 +738,15 @@ mod tests {
 
     #[test]
     fn entries_survive_process_abort() {
+        if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
+            crash_child(dir);
+        }
         let dir = tempfile::tempdir().unwrap();
         let test_path = module_path!().split_once("::").map_or("", |(_, rest)| rest);
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                &format!("{test_path}::crash_child"),
-                "--ignored",
+                &format!("{test_path}::entries_survive_process_abort"),
                 "--nocapture",
                 "--test-threads=1",
             ])
