@@ -134,12 +134,13 @@ pub fn decode_key(raw: &str) -> Result<String, EtcdError> {
         .map_err(|_| EtcdError::new(Code::InvalidField, "key is not valid UTF-8", 0))
 }
 
-/// v0.1 `ttl`: empty means none; otherwise a (signed) integer number of seconds, Go `Atoi`.
-pub fn parse_ttl_v1(s: &str) -> Result<Option<i64>, ()> {
+/// v0.1 `ttl`: empty means none (`Some(None)`); otherwise a (signed) integer number of
+/// seconds, Go `Atoi`. `None` when it is not a number.
+pub fn parse_ttl_v1(s: &str) -> Option<Option<i64>> {
     if s.is_empty() {
-        return Ok(None);
+        return Some(None);
     }
-    parse_go_int(s).map(Some).ok_or(())
+    parse_go_int(s).map(Some)
 }
 
 /// Go's `strconv.Atoi`: optional sign, decimal digits only.
@@ -194,13 +195,13 @@ mod tests {
 
     #[test]
     fn numbers_parse_like_go() {
-        assert_eq!(parse_ttl_v1(""), Ok(None));
-        assert_eq!(parse_ttl_v1("5"), Ok(Some(5)));
-        assert_eq!(parse_ttl_v1("-1"), Ok(Some(-1)));
-        assert_eq!(parse_ttl_v1("+3"), Ok(Some(3)));
-        assert!(parse_ttl_v1("1.5").is_err());
-        assert!(parse_ttl_v1("abc").is_err());
-        assert!(parse_ttl_v1(" 5").is_err());
+        assert_eq!(parse_ttl_v1(""), Some(None));
+        assert_eq!(parse_ttl_v1("5"), Some(Some(5)));
+        assert_eq!(parse_ttl_v1("-1"), Some(Some(-1)));
+        assert_eq!(parse_ttl_v1("+3"), Some(Some(3)));
+        assert!(parse_ttl_v1("1.5").is_none());
+        assert!(parse_ttl_v1("abc").is_none());
+        assert!(parse_ttl_v1(" 5").is_none());
         assert_eq!(parse_index("8"), Some(8));
         assert_eq!(parse_index("-1"), None);
         assert_eq!(parse_index(""), None);

@@ -79,7 +79,7 @@ async fn set(st: &AppRef, key: &str, url_key: &str, form: &params::Form) -> Resp
     if value.is_empty() {
         return v1_error_code(Code::ValueRequired, "Set");
     }
-    let Ok(ttl) = params::parse_ttl_v1(form.value("ttl")) else {
+    let Some(ttl) = params::parse_ttl_v1(form.value("ttl")) else {
         return v1_error_code(Code::TtlNan, "Set");
     };
     let now = now_nanos();
@@ -88,70 +88,74 @@ async fn set(st: &AppRef, key: &str, url_key: &str, form: &params::Form) -> Resp
         return delete(st, key).await;
     }
     let expire_at = ttl.map(|t| now.saturating_add(t.saturating_mul(1_000_000_000)));
-    let set_cause = || format!("set: {key}");
-    let (cmd, on_error): (Command, Box<dyn Fn(&EtcdError) -> Response + Send + Sync>) = match form
-        .get("prevValue")
-    {
+    let (key_s, value_s) = (key.to_string(), value.to_string());
+    let (cmd, kind) = match form.get("prevValue") {
         None => (
             Command::Set {
-                key: key.to_string(),
-                value: Some(value.to_string()),
+                key: key_s,
+                value: Some(value_s),
                 expire_at,
                 refresh: false,
             },
-            Box::new(move |_: &EtcdError| v1_error_code(Code::NotFile, &set_cause())),
+            SetKind::Set,
         ),
-        Some("") => {
-            let set_cause = set_cause.clone();
-            (
-                Command::Create {
-                    key: key.to_string(),
-                    value: Some(value.to_string()),
-                    expire_at,
-                    unique: false,
-                },
-                Box::new(move |e: &EtcdError| match e.code {
-                    Code::NodeExist => v1_error_code(
-                        Code::TestFailed,
-                        &format!("TestAndSet: {}!=", e.current.as_deref().unwrap_or_default()),
-                    ),
-                    _ => v1_error_code(Code::NotFile, &set_cause()),
-                }),
-            )
-        }
-        Some(prev) => {
-            let prev = prev.to_string();
-            let url_key = url_key.trim_start_matches('/').to_string();
-            let set_cause = set_cause.clone();
-            (
-                Command::CompareAndSwap {
-                    key: key.to_string(),
-                    prev_value: Some(prev.clone()),
-                    prev_index: None,
-                    value: value.to_string(),
-                    expire_at,
-                    refresh: false,
-                },
-                Box::new(move |e: &EtcdError| match e.code {
-                    Code::KeyNotFound | Code::NotDir => v1_error_code(
-                        Code::KeyNotFound,
-                        &format!(
-                            "TestAndSet: key not found and previousValue is not empty {url_key}:{prev} "
-                        ),
-                    ),
-                    Code::TestFailed => v1_error_code(
-                        Code::TestFailed,
-                        &format!(
-                            "TestAndSet: {}!={prev}",
-                            e.current.as_deref().unwrap_or_default()
-                        ),
-                    ),
-                    _ => v1_error_code(Code::NotFile, &set_cause()),
-                }),
-            )
-        }
+        Some("") => (
+            Command::Create {
+                key: key_s,
+                value: Some(value_s),
+                expire_at,
+                unique: false,
+            },
+            SetKind::CreateOnly,
+        ),
+        Some(prev) => (
+            Command::CompareAndSwap {
+                key: key_s,
+                prev_value: Some(prev.to_string()),
+                prev_index: None,
+                value: value_s,
+                expire_at,
+                refresh: false,
+            },
+            SetKind::TestAndSet {
+                prev,
+                url_key: url_key.trim_start_matches('/'),
+            },
+        ),
     };
-    write(st, cmd, |e| on_error(e)).await
+    write(st, cmd, |e| set_error(&kind, key, e)).await
+}
+
+/// Which v1 set form a request was, for phrasing its errors as v0.1 did.
+enum SetKind<'a> {
+    Set,
+    /// `prevValue=` present and empty: the key must not exist yet.
+    CreateOnly,
+    /// `prevValue=<prev>`: TestAndSet; `url_key` is the key as the URL spelled it.
+    TestAndSet {
+        prev: &'a str,
+        url_key: &'a str,
+    },
+}
+
+/// A failed v1 set, worded as v0.1 worded it: 101 with `TestAndSet: <current>!=<given>`,
+/// 100 for a TestAndSet of a missing key, and 102 (`set: <key>`) for everything that runs into
+/// a directory, through a key, or at the root.
+fn set_error(kind: &SetKind<'_>, key: &str, e: &EtcdError) -> Response {
+    let current = e.current.as_deref().unwrap_or_default();
+    match (kind, e.code) {
+        (SetKind::CreateOnly, Code::NodeExist) => {
+            v1_error_code(Code::TestFailed, &format!("TestAndSet: {current}!="))
+        }
+        (SetKind::TestAndSet { prev, url_key }, Code::KeyNotFound | Code::NotDir) => v1_error_code(
+            Code::KeyNotFound,
+            &format!("TestAndSet: key not found and previousValue is not empty {url_key}:{prev} "),
+        ),
+        (SetKind::TestAndSet { prev, .. }, Code::TestFailed) => {
+            v1_error_code(Code::TestFailed, &format!("TestAndSet: {current}!={prev}"))
+        }
+        _ => v1_error_code(Code::NotFile, &format!("set: {key}")),
+    }
 }
 
 async fn delete(st: &AppRef, key: &str) -> Response {

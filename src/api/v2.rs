@@ -299,10 +299,10 @@ pub fn error(e: &EtcdError) -> Response {
 }
 
 async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
-    if kr.quorum {
-        if let Err(e) = st.node.linearizable_read().await {
-            return error(&e);
-        }
+    if kr.quorum
+        && let Err(e) = st.node.linearizable_read().await
+    {
+        return error(&e);
     }
     let (raft_index, raft_term) = st.node.raft_position();
     let d = st.node.shared.read();

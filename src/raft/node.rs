@@ -330,10 +330,8 @@ impl RaftNode {
                 .store
                 .next_expiry()
                 .is_some_and(|t| t <= now);
-            if due {
-                if let Err(e) = self.propose(Command::Expire { now }).await {
-                    tracing::warn!(error = %e, "expiry proposal failed");
-                }
+            if due && let Err(e) = self.propose(Command::Expire { now }).await {
+                tracing::warn!(error = %e, "expiry proposal failed");
             }
         }
     }

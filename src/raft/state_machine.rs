@@ -108,12 +108,12 @@ impl StateMachine {
     }
 
     async fn save(&self, meta: &SnapshotMeta, body: Vec<u8>) -> Result<(), StorageError> {
-        let meta_bytes = serde_json::to_vec(meta).map_err(|e| io_err(e))?;
+        let meta_bytes = serde_json::to_vec(meta).map_err(io_err)?;
         let disk = self.disk.clone();
         let signature = meta.signature();
         tokio::task::spawn_blocking(move || disk.save_snapshot(&meta_bytes, &body))
             .await
-            .map_err(|e| io_err(e))?
+            .map_err(io_err)?
             .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
 }
@@ -185,7 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let disk = self.disk.clone();
         let loaded = tokio::task::spawn_blocking(move || disk.load_snapshot())
             .await
-            .map_err(|e| io_err(e))?
+            .map_err(io_err)?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         let Some((meta, data)) = loaded else {
             return Ok(None);
@@ -213,7 +213,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let d = self.shared.read();
             (d.store.snapshot(), d.last_applied, d.membership.clone())
         };
-        let body = serde_json::to_vec(&SnapshotBody { store }).map_err(|e| io_err(e))?;
+        let body = serde_json::to_vec(&SnapshotBody { store }).map_err(io_err)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("0-0-{}", self.seq),

@@ -270,21 +270,19 @@ impl Store {
         expire_at: Option<i64>,
         refresh: bool,
     ) -> Result<Event, EtcdError> {
+        // A missing key is fine for a set (it creates it), but not for a refresh.
         let prev = match self.lookup(key) {
-            Ok(n) => Some(n.view(key)),
-            Err(e) if e.code == Code::KeyNotFound => None,
+            Ok(n) => Ok(n.view(key)),
+            Err(e) if e.code == Code::KeyNotFound && !refresh => Err(e),
             Err(e) => return Err(e),
         };
-        let value = if refresh {
-            let Some(p) = &prev else {
-                return Err(self.lookup(key).err().expect("missing key"));
-            };
-            if p.dir { None } else { p.value.clone() }
-        } else {
-            value
+        let value = match (&prev, refresh) {
+            (Ok(p), true) if p.dir => None,
+            (Ok(p), true) => p.value.clone(),
+            _ => value,
         };
         let mut ev = self.create_node(key, value, expire_at, true, Action::Set)?;
-        ev.prev_node = prev;
+        ev.prev_node = prev.ok();
         ev.refresh = refresh;
         Ok(self.commit(ev, &[]))
     }
