@@ -127,7 +127,7 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
 // ---------------------------------------------------------------------------------------
 // v2 (etcd 2.x) admin endpoints
 
-fn method_not_allowed(allow: &'static str) -> Response {
+pub fn method_not_allowed(allow: &'static str) -> Response {
     let mut r = text(405, "Method Not Allowed\n");
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -425,10 +425,11 @@ pub async fn health(st: AppRef) -> Response {
         )
         .await
         .is_ok_and(|r| r.is_ok());
+    // JSON text, but etcd sends it as text/plain.
     if healthy {
-        json(200, r#"{"health":"true"}"#.to_string())
+        text(200, r#"{"health":"true"}"#)
     } else {
-        json(503, r#"{"health":"false"}"#.to_string())
+        text(503, r#"{"health":"false"}"#)
     }
 }
 

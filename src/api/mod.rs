@@ -83,19 +83,28 @@ pub fn client_router(state: AppRef) -> Router {
             state.clone(),
             metrics::count_request,
         ))
-        .layer(middleware::from_fn(redirect_unclean))
+        .layer(middleware::from_fn(normalize_path))
         .with_state(state)
 }
 
 pub fn peer_router(state: AppRef) -> Router {
     Router::new()
         .fallback(peer::dispatch)
-        .layer(middleware::from_fn(redirect_unclean))
+        .layer(middleware::from_fn(normalize_path))
         .with_state(state)
 }
 
+/// The request path after percent-decoding (set by [`normalize_path`]). Routing and keys use
+/// it, as Go's server does (`%2F` in a key is a `/`).
+#[derive(Debug, Clone)]
+pub struct DecodedPath(pub String);
+
+fn decoded_path(req: &Request) -> String {
+    req.extensions().get::<DecodedPath>().map_or_else(|| req.uri().path().to_string(), |p| p.0.clone())
+}
+
 async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
+    let path = decoded_path(&req);
     if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         let rest = path["/v2/keys".len()..].to_string();
         return v2::keys(st, &rest, req).await;
@@ -124,6 +133,12 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
         p if p.starts_with("/v2/members/") => {
             admin::v2_member(st, &p["/v2/members/".len()..], req).await
         }
+        // etcd serves these to GET only (405 with `Allow: GET` otherwise).
+        "/v2/stats/self" | "/v2/stats/leader" | "/v2/stats/store" | "/health" | "/version"
+            if req.method() != Method::GET =>
+        {
+            admin::method_not_allowed("GET")
+        }
         "/v2/stats/self" => admin::v2_stats_self(st),
         "/v2/stats/leader" => admin::v2_stats_leader(st),
         "/v2/stats/store" => admin::v2_stats_store(st),
@@ -136,12 +151,19 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
     }
 }
 
-/// Go's ServeMux answers a path that is not clean with 301 to the cleaned path.
-async fn redirect_unclean(req: Request, next: Next) -> Response {
-    let raw = req.uri().path();
-    if let Some(clean) = clean_request_path(raw) {
-        return response::moved(&clean, req.uri().query(), req.method());
+/// Decode the path (a malformed escape is a 400 JSON error, Decision D13); a decoded path
+/// that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned path, as Go's
+/// ServeMux does; otherwise the decoded path goes to the handlers.
+async fn normalize_path(mut req: Request, next: Next) -> Response {
+    let decoded = match params::decode_key(req.uri().path()) {
+        Ok(d) => d,
+        Err(e) => return v2::error(&e),
+    };
+    if let Some(clean) = clean_request_path(&decoded) {
+        let location = percent_encoding::utf8_percent_encode(&clean, params::PATH_ESCAPE).to_string();
+        return response::moved(&location, req.uri().query(), req.method());
     }
+    req.extensions_mut().insert(DecodedPath(decoded));
     next.run(req).await
 }
 

@@ -14,6 +14,19 @@ use axum::response::Response;
 use super::response;
 use crate::error::{Code, EtcdError};
 
+/// Characters escaped when a decoded path goes back into a URL (a `Location` header).
+pub const PATH_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// Largest accepted request body: 1.5 MiB (values up to 1 MiB fit with room to spare).
 pub const MAX_BODY: usize = 3 << 19;
 

@@ -98,12 +98,11 @@ pub fn v1_error_code(code: Code, cause: &str) -> Response {
     json(code.http_status(), go_json(&body) + "\n")
 }
 
-/// A request body over the limit (Decision D13).
+/// A request body over the limit (Decision D13): 413 with etcd's v2 error shape (clients of
+/// both APIs read `errorCode`/`message`/`cause`; the extra `index` is harmless to v1 ones).
 pub fn too_large(limit: usize) -> Response {
-    let body = V1ErrorBody {
-        code: Code::InvalidForm.number(),
-        message: Code::InvalidForm.message_v2(),
-        cause: &format!("request body too large (limit {limit} bytes)"),
-    };
-    json(413, go_json(&body) + "\n")
+    let e = EtcdError::new(Code::InvalidForm, format!("request body too large (limit {limit} bytes)"), 0);
+    let mut r = crate::api::v2::error(&e);
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r
 }

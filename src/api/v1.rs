@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
 
-use super::params::{self, decode_key, read_form};
+use super::params::{self, read_form};
 use super::response::{self, json, v1_error_code};
 use super::{AppRef, now_nanos, ready_or_error};
 use crate::command::Command;
@@ -32,15 +32,12 @@ use crate::store::{OnCleared, path};
 /// First path segments a v1 client may not write to.
 const KEYWORDS: [&str; 2] = ["_etcd", "ephemeralNodes"];
 
-pub async fn keys(st: AppRef, raw_key: String, req: Request) -> Response {
+/// `/v1/keys/<url_key>`, the key already percent-decoded.
+pub async fn keys(st: AppRef, url_key: String, req: Request) -> Response {
     let method = req.method().clone();
     if ![Method::GET, Method::POST, Method::PUT, Method::DELETE].contains(&method) {
         return response::empty(405);
     }
-    let url_key = match decode_key(&raw_key) {
-        Ok(k) => k,
-        Err(e) => return v1_error_code(e.code, &e.cause),
-    };
     let key = path::clean(&url_key);
     if let Err(resp) = ready_or_error(&st).await {
         return resp;
@@ -203,15 +200,13 @@ impl Drop for WatchGuard<'_> {
     }
 }
 
-pub async fn watch(st: AppRef, raw_key: String, req: Request) -> Response {
+/// `/v1/watch/<key>`, the key already percent-decoded.
+pub async fn watch(st: AppRef, url_key: String, req: Request) -> Response {
     let method = req.method().clone();
     if method != Method::GET && method != Method::POST {
         return response::empty(405);
     }
-    let key = match decode_key(&raw_key) {
-        Ok(k) => path::clean(&k),
-        Err(e) => return v1_error_code(e.code, &e.cause),
-    };
+    let key = path::clean(&url_key);
     let since = if method == Method::POST {
         let form = match read_form(req).await {
             Ok(f) => f,

@@ -29,7 +29,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::params::{self, Form, decode_key, read_form};
+use super::params::{self, Form, read_form};
 use super::response::{self, JSON};
 use super::{AppRef, now_nanos};
 use crate::command::Command;
@@ -59,7 +59,8 @@ struct KeyRequest {
     ttl: Option<u64>,
 }
 
-pub async fn keys(st: AppRef, raw_key: &str, req: Request) -> Response {
+/// `/v2/keys<url_key>`, the key already percent-decoded.
+pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     let method = req.method().clone();
     if ![
         Method::GET,
@@ -80,10 +81,7 @@ pub async fn keys(st: AppRef, raw_key: &str, req: Request) -> Response {
         r.headers_mut().insert("x-etcd-cluster-id", cluster.clone());
         r
     };
-    let key = match decode_key(raw_key) {
-        Ok(k) => path::clean(&k),
-        Err(e) => return with_cluster(error(&e)),
-    };
+    let key = path::clean(url_key);
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(resp) => return with_cluster(resp),

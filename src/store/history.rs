@@ -83,6 +83,13 @@ impl History {
     }
 }
 
+impl History {
+    /// Every event at or after `since` that concerns `key` (see [`History::scan`]).
+    pub fn scan_all(&self, key: &str, recursive: bool, since: u64) -> Vec<Event> {
+        self.events.iter().filter(|e| e.index() >= since && matches(e, key, recursive)).cloned().collect()
+    }
+}
+
 /// Does event `e` concern a watch on `key`? (etcd's history rule, also used for live events.)
 pub fn matches(e: &Event, key: &str, recursive: bool) -> bool {
     if e.refresh {

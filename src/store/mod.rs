@@ -184,6 +184,12 @@ impl Store {
         let mut since = since.filter(|&i| i > 0).unwrap_or(self.index + 1);
         let mut hub = self.hub();
         match self.history.scan(&key, recursive, since, self.index) {
+            Ok(Some(_)) if stream => {
+                // A stream from a past index: every matching event still held, then live ones.
+                let held = self.history.scan_all(&key, recursive, since);
+                let spec = WatchSpec { path: &key, recursive, stream, show_hidden, since: self.index + 1 };
+                return Ok(hub.add_preloaded(&spec, self.index, held));
+            }
             Ok(Some(ev)) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
                 tx.try_send(ev)
@@ -517,9 +523,14 @@ impl Store {
         if let (Some(v), node::Kind::Value(cur)) = (value, &mut node.kind) {
             *cur = v;
         }
-        node.modified_index = next;
+        // etcd keeps a directory's stored modifiedIndex when only its TTL changes (the event
+        // still reports the new index); clients see this in later reads and prevNodes.
+        if !node.is_dir() {
+            node.modified_index = next;
+        }
         let old_expiry = std::mem::replace(&mut node.expire_at, expire_at);
-        let view = node.view(key);
+        let mut view = node.view(key);
+        view.modified_index = next;
         if let Some(t) = old_expiry {
             self.expiry.remove(t, key);
         }

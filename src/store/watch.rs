@@ -70,7 +70,15 @@ impl WatchHub {
 
     /// Register a live watcher.
     pub fn add(&mut self, spec: &WatchSpec<'_>, start_index: u64) -> Watcher {
-        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        self.add_preloaded(spec, start_index, Vec::new())
+    }
+
+    /// Register a live watcher that first delivers `held` (events from the history).
+    pub fn add_preloaded(&mut self, spec: &WatchSpec<'_>, start_index: u64, held: Vec<Event>) -> Watcher {
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER + held.len());
+        for ev in held {
+            tx.try_send(ev).expect("the channel was sized for the held events");
+        }
         let id = self.next_id();
         self.by_path
             .entry(spec.path.to_string())
