@@ -76,6 +76,17 @@ pub struct InfoTls {
     pub ca_file: String,
 }
 
+impl InfoTls {
+    fn apply_to(&self, tls: &mut crate::config::TlsFiles) {
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        tls.cert = path(&self.cert_file);
+        tls.key = path(&self.key_file);
+        tls.ca = path(&self.ca_file);
+        // v0.1 semantics: a CA file means client certificates are required.
+        tls.client_cert_auth = tls.ca.is_some();
+    }
+}
+
 fn host_of(hostport: &str) -> &str {
     hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
@@ -112,8 +123,11 @@ impl Info {
         }
     }
 
-    /// Let the saved identity win over the command line (v0.1 behaviour).
+    /// Let the saved identity win over the command line (v0.1 behaviour), TLS files
+    /// included: a node that served HTTPS keeps doing so, as its saved URLs say.
     fn apply_to(&self, cfg: &mut Config) {
+        self.etcd_tls.apply_to(&mut cfg.client_tls);
+        self.raft_tls.apply_to(&mut cfg.peer_tls);
         cfg.name = self.name.clone();
         cfg.peer_url = self.raft_url.clone();
         cfg.client_url = self.etcd_url.clone();

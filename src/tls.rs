@@ -86,12 +86,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Option<Arc<ServerConfig>>, Erro
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let builder = match &files.ca {
-        Some(ca) if files.client_cert_auth => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
-                    .build()
-                    .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+    // A CA file is always read (a bad one is a start-up error), and enforced only when
+    // client certificates are required.
+    let roots = files.ca.as_deref().map(load_roots).transpose()?;
+    let builder = match (roots, &files.ca) {
+        (Some(roots), Some(ca)) if files.client_cert_auth => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),

@@ -85,7 +85,7 @@ impl PeerClient {
         let call = async {
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
-                    CallError::Connect(url.clone(), e.to_string())
+                    CallError::Connect(url.clone(), error_chain(&e))
                 } else {
                     CallError::Other(url.clone(), e.to_string())
                 }
@@ -112,6 +112,22 @@ impl PeerClient {
             Err(_) => Err(CallError::Timeout(url, timeout)),
         }
     }
+}
+
+/// An error with its causes, so "client error (Connect)" also says *why* (a refused
+/// connection, an unknown certificate issuer...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Builds one [`PeerConnection`] per target; openraft asks for them as replication starts.
