@@ -87,6 +87,12 @@ impl InfoTls {
     }
 }
 
+/// `url` with the scheme its port now speaks.
+fn with_scheme(url: &str, tls: bool) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    format!("{}://{rest}", if tls { "https" } else { "http" })
+}
+
 fn host_of(hostport: &str) -> &str {
     hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
@@ -123,14 +129,23 @@ impl Info {
         }
     }
 
-    /// Let the saved identity win over the command line (v0.1 behaviour), TLS files
-    /// included: a node that served HTTPS keeps doing so, as its saved URLs say.
+    /// Let the saved identity (name, URLs, listen hosts) win over the command line, as in
+    /// v0.1. TLS is the exception that keeps a node safe: TLS files given on the command line
+    /// win for their port (a `-clientCAFile` added later is never silently ignored), and the
+    /// URL's scheme follows; without TLS flags the saved TLS files are used, so a node that
+    /// advertised `https://` keeps serving it.
     fn apply_to(&self, cfg: &mut Config) {
-        self.etcd_tls.apply_to(&mut cfg.client_tls);
-        self.raft_tls.apply_to(&mut cfg.peer_tls);
         cfg.name = self.name.clone();
         cfg.peer_url = self.raft_url.clone();
         cfg.client_url = self.etcd_url.clone();
+        if cfg.client_tls == Default::default() {
+            self.etcd_tls.apply_to(&mut cfg.client_tls);
+        }
+        if cfg.peer_tls == Default::default() {
+            self.raft_tls.apply_to(&mut cfg.peer_tls);
+        }
+        cfg.client_url = with_scheme(&cfg.client_url, cfg.client_tls.enabled());
+        cfg.peer_url = with_scheme(&cfg.peer_url, cfg.peer_tls.enabled());
         if let Some(port) = port_of(&self.raft_url) {
             let host = if self.raft_listen_host.is_empty() {
                 host_of(&cfg.peer_listen)
@@ -157,6 +172,13 @@ impl Info {
         self.serialize(&mut ser).expect("plain struct");
         out
     }
+}
+
+/// Write `info` atomically (a temp file renamed over it).
+fn write_info(path: &Path, info: &Info) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, info.to_pretty())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The lock file that keeps two servers out of one data directory.
@@ -214,12 +236,15 @@ pub fn prepare_data_dir(cfg: &mut Config) -> Result<std::fs::File> {
                 );
             }
             info.apply_to(cfg);
+            // Keep `info` in step with what this start actually serves (TLS may have changed).
+            let now = Info::from_config(cfg);
+            if now != info {
+                write_info(&info_path, &now).map_err(|e| io("cannot write", &info_path, e))?;
+            }
             Ok(lock)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{INFO_FILE}.tmp"));
-            std::fs::write(&tmp, Info::from_config(cfg).to_pretty())
-                .and_then(|_| std::fs::rename(&tmp, &info_path))
+            write_info(&info_path, &Info::from_config(cfg))
                 .map_err(|e| io("cannot write", &info_path, e))
                 .map(|()| lock)
         }
