@@ -68,6 +68,8 @@ pub enum Command {
     },
     /// Remove a member's registry entry.
     Unregister { name: String },
+    /// A change to users, roles or the auth switch (`/v2/auth`); consumes no store index.
+    Auth(crate::auth::AuthCommand),
 }
 
 /// The result of one command: the event of a successful key write (None for commands that
@@ -153,6 +155,7 @@ impl Command {
                 Err(e) if e.code == crate::error::Code::KeyNotFound => Ok(None),
                 Err(e) => Err(e),
             },
+            Command::Auth(cmd) => cmd.apply(&mut store.auth).map(|()| None),
         }
     }
 }

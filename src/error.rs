@@ -44,6 +44,9 @@ pub enum Code {
     WatcherCleared = 400,
     EventIndexCleared = 401,
     ClientInternal = 500,
+    /// Not an etcd error code: a refusal of the auth store (`/v2/auth`), rendered as
+    /// `{"message": cause}` with the HTTP status carried in `index` (see `auth`).
+    AuthRefused = 1000,
 }
 
 impl Code {
@@ -80,6 +83,7 @@ impl Code {
             WatcherCleared => "watcher is cleared due to etcd recovery",
             EventIndexCleared => "The event in requested index is outdated and cleared",
             ClientInternal => "Client Internal Error",
+            AuthRefused => "Auth refused",
         }
     }
 

@@ -18,6 +18,7 @@
 //! point one way: `api -> raft -> command -> store`.
 
 pub mod api;
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod error;

@@ -11,6 +11,7 @@
 //! a read from a half-recovered store.
 
 pub mod admin;
+pub mod auth;
 pub mod metrics;
 pub mod params;
 pub mod peer;
@@ -108,6 +109,9 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
     if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         let rest = path["/v2/keys".len()..].to_string();
         return v2::keys(st, &rest, req).await;
+    }
+    if auth::is_auth_path(&path) {
+        return auth::dispatch(st, &path, req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/keys/") {
         return v1::keys(st, rest.to_string(), req).await;

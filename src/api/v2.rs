@@ -82,6 +82,7 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
         r
     };
     let key = path::clean(url_key);
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(resp) => return with_cluster(resp),
@@ -92,6 +93,13 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     };
     if let Err(e) = st.node.wait_ready().await {
         return with_cluster(error(&e));
+    }
+    // Auth (etcd 2.3): after parsing, before the store; checks the key as sent.
+    if let Err(r) =
+        super::auth::authorize_key(&st, authorization.as_ref(), url_key, &method, kr.recursive)
+            .await
+    {
+        return with_cluster(r);
     }
     let resp = match method {
         Method::GET | Method::HEAD if kr.wait => watch(&st, &kr).await,

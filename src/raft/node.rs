@@ -433,6 +433,8 @@ impl Command {
                 client_url,
             } => name.len() + peer_url.len() + client_url.len(),
             Command::Unregister { name } => name.len(),
+            // Auth records are small (names, a password hash, a few patterns).
+            Command::Auth(_) => 256,
         }
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthState;
 use crate::error::{Code, EtcdError};
 pub use event::{Action, Event, NodeView};
 use history::History;
@@ -52,6 +53,9 @@ pub struct StoreSnapshot {
     /// and snapshot installs.
     #[serde(default)]
     pub history: Vec<Event>,
+    /// Users, roles and the auth switch (absent in snapshots from before auth existed).
+    #[serde(default)]
+    pub auth: AuthState,
 }
 
 pub struct Store {
@@ -63,6 +67,8 @@ pub struct Store {
     expiry: ExpiryIndex,
     hub: Mutex<WatchHub>,
     stats: Stats,
+    /// `/v2/auth` state, changed only by applied auth commands (see `crate::auth`).
+    pub auth: AuthState,
 }
 
 /// How a watch should treat a start index older than the history.
@@ -84,6 +90,7 @@ impl Store {
             expiry: ExpiryIndex::default(),
             hub: Mutex::new(WatchHub::default()),
             stats: Stats::default(),
+            auth: AuthState::default(),
         }
     }
 
@@ -675,6 +682,7 @@ impl Store {
             root: self.root.clone(),
             stats,
             history: self.history.events().cloned().collect(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -684,6 +692,7 @@ impl Store {
         let history_size = self.history.capacity();
         self.root = snap.root;
         self.index = snap.index;
+        self.auth = snap.auth;
         self.history = History::new(history_size);
         for ev in snap.history {
             self.history.push(ev);
