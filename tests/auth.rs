@@ -501,6 +501,42 @@ fn admin_endpoints_need_root_once_auth_is_on() {
         assert_admin_denied(&call(a, method, path, None, body));
         assert_admin_denied(&call(a, method, path, ALICE, body));
     }
+    // Member changes need root too; reading the members stays open.
+    let members = get(a, "/v2/members");
+    assert_eq!(members.status, 200);
+    let id = members.json()["members"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for creds in [None, ALICE] {
+        let auth = creds.map(|(u, p)| basic(u, p));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(h) = &auth {
+            headers.push(("Authorization", h));
+        }
+        let body = br#"{"peerURLs":["http://127.0.0.1:1"]}"#;
+        assert_admin_denied(&request(a, "POST", "/v2/members", &headers, body));
+        assert_admin_denied(&request(
+            a,
+            "PUT",
+            &format!("/v2/members/{id}"),
+            &headers,
+            body,
+        ));
+        assert_admin_denied(&request(
+            a,
+            "DELETE",
+            &format!("/v2/members/{id}"),
+            &headers,
+            b"",
+        ));
+    }
+    assert_eq!(
+        get(a, "/v2/members").json()["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     // 405 and Invalid path come before the credentials.
     assert_405(&call(a, "POST", "/v2/auth/users", None, ""), "GET");
     assert_message(

@@ -205,6 +205,10 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     if method != Method::PUT && method != Method::DELETE {
         return method_not_allowed("GET,POST,DELETE,PUT");
     }
+    // With auth on, member changes need a root user (etcd 2.3).
+    if let Err(r) = crate::api::auth::authorize_admin_async(&st, req.headers()).await {
+        return r;
+    }
     let known = u64::from_str_radix(id, 16)
         .ok()
         .filter(|n| st.node.members().iter().any(|(m, _)| m == n));
@@ -234,6 +238,9 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
 
 /// `POST /v2/members` with `{"peerURLs":[...]}`: add a member that will join later.
 pub async fn v2_members_add(st: AppRef, req: axum::extract::Request) -> Response {
+    if let Err(r) = crate::api::auth::authorize_admin_async(&st, req.headers()).await {
+        return r;
+    }
     let url = match peer_urls_body(req).await {
         Ok(u) => u,
         Err(r) => return with_cluster(&st, r),
