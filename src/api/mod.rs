@@ -101,7 +101,9 @@ pub fn peer_router(state: AppRef) -> Router {
 pub struct DecodedPath(pub String);
 
 fn decoded_path(req: &Request) -> String {
-    req.extensions().get::<DecodedPath>().map_or_else(|| req.uri().path().to_string(), |p| p.0.clone())
+    req.extensions()
+        .get::<DecodedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.0.clone())
 }
 
 async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
@@ -131,6 +133,15 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
         "/v2/machines" => admin::v2_machines(st, req.method()),
         "/v2/members" | "/v2/members/" if req.method() == Method::POST => {
             admin::v2_members_add(st, req).await
+        }
+        // A member change without an id: 405 (as etcd 3.4: cluster id, no Allow).
+        "/v2/members" | "/v2/members/"
+            if req.method() == Method::DELETE || req.method() == Method::PUT =>
+        {
+            let mut r = response::text(405, "Method Not Allowed\n");
+            r.headers_mut()
+                .insert("x-etcd-cluster-id", st.cluster_id_header());
+            r
         }
         "/v2/members" | "/v2/members/" => admin::v2_members(st, req.method()),
         "/v2/members/leader" => admin::v2_members_leader(st, req.method()),
@@ -164,7 +175,8 @@ async fn normalize_path(mut req: Request, next: Next) -> Response {
         Err(e) => return v2::error(&e),
     };
     if let Some(clean) = clean_request_path(&decoded) {
-        let location = percent_encoding::utf8_percent_encode(&clean, params::PATH_ESCAPE).to_string();
+        let location =
+            percent_encoding::utf8_percent_encode(&clean, params::PATH_ESCAPE).to_string();
         return response::moved(&location, req.uri().query(), req.method());
     }
     req.extensions_mut().insert(DecodedPath(decoded));

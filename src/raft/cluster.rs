@@ -179,17 +179,18 @@ pub async fn add_member(
             .any(|(_, n)| n.peer_url.trim_end_matches('/') == peer_url.trim_end_matches('/'));
         (exists, url_taken, m.nodes().count())
     };
-    if exists {
-        return Err(EtcdError::new(
-            Code::ExistingPeerAddr,
-            "etcdserver: ID exists",
-            0,
-        ));
-    }
+    // The URL first: our ids derive from it, so a taken URL is the real reason.
     if url_taken {
         return Err(EtcdError::new(
             Code::ExistingPeerAddr,
             "etcdserver: peerURL exists",
+            0,
+        ));
+    }
+    if exists {
+        return Err(EtcdError::new(
+            Code::ExistingPeerAddr,
+            "etcdserver: ID exists",
             0,
         ));
     }
