@@ -44,9 +44,13 @@ fn state_name(s: ServerState) -> &'static str {
     }
 }
 
+/// `/v1/stats/self` and `/v2/stats/self`: the v2 form adds `id` and names states and the
+/// leader the 2.x way.
 #[derive(Serialize)]
 struct SelfStats {
     name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     state: &'static str,
     #[serde(rename = "startTime")]
     start_time: String,
@@ -78,23 +82,7 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
         return response::empty(405);
     }
     match which {
-        "self" => {
-            let leader = st.node.leader().map(|(_, m)| m.name).unwrap_or_default();
-            let since = st.leader_since.load(std::sync::atomic::Ordering::Relaxed);
-            let body = SelfStats {
-                name: st.node.me.name.clone(),
-                state: state_name(st.node.state()),
-                start_time: rfc3339_nanos(st.start_time),
-                leader_info: LeaderInfo {
-                    leader,
-                    uptime: go_duration(now_nanos() - since),
-                    start_time: rfc3339_nanos(since),
-                },
-                recv_append: 0,
-                send_append: 0,
-            };
-            json(200, go_json(&body))
-        }
+        "self" => self_stats(&st, false),
         "leader" => {
             if !st.node.is_leader() {
                 return match st.node.leader() {
@@ -324,32 +312,27 @@ fn state_name_v2(s: ServerState) -> &'static str {
 
 /// `GET /v2/stats/self`.
 pub fn v2_stats_self(st: AppRef) -> Response {
-    #[derive(Serialize)]
-    struct SelfV2 {
-        name: String,
-        id: String,
-        state: &'static str,
-        #[serde(rename = "startTime")]
-        start_time: String,
-        #[serde(rename = "leaderInfo")]
-        leader_info: LeaderInfo,
-        #[serde(rename = "recvAppendRequestCnt")]
-        recv_append: u64,
-        #[serde(rename = "sendAppendRequestCnt")]
-        send_append: u64,
-    }
+    self_stats(&st, true)
+}
+
+fn self_stats(st: &AppRef, v2: bool) -> Response {
     let since = st.leader_since.load(std::sync::atomic::Ordering::Relaxed);
-    let body = SelfV2 {
+    let state = st.node.state();
+    let leader = st
+        .node
+        .leader()
+        .map(|(id, m)| if v2 { format!("{id:x}") } else { m.name });
+    let body = SelfStats {
         name: st.node.me.name.clone(),
-        id: format!("{:x}", st.node.id),
-        state: state_name_v2(st.node.state()),
+        id: v2.then(|| format!("{:x}", st.node.id)),
+        state: if v2 {
+            state_name_v2(state)
+        } else {
+            state_name(state)
+        },
         start_time: rfc3339_nanos(st.start_time),
         leader_info: LeaderInfo {
-            leader: st
-                .node
-                .leader()
-                .map(|(id, _)| format!("{id:x}"))
-                .unwrap_or_default(),
+            leader: leader.unwrap_or_default(),
             uptime: go_duration(now_nanos() - since),
             start_time: rfc3339_nanos(since),
         },

@@ -172,17 +172,7 @@ pub async fn join(st: &AppRef, j: JoinRequest) -> Result<JoinResponse, EtcdError
     if st.node.is_leader() {
         return cluster::join(&st.node, j, st.cfg.max_cluster_size, cid).await;
     }
-    let leader = wait_leader(st).await?;
-    st.node
-        .client
-        .post_json::<_, Result<JoinResponse, EtcdError>>(
-            &leader.peer_url,
-            "/join",
-            &j,
-            cluster::JOIN_TIMEOUT,
-        )
-        .await
-        .map_err(|e| EtcdError::raft(format!("relaying the join to the leader: {e}")))?
+    relay(st, "/join", &j).await
 }
 
 /// Run a member change on the leader (here, or relayed).
@@ -237,17 +227,21 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
             }
         };
     }
+    relay(st, "/raft/member", &op).await
+}
+
+/// Send a cluster call that only the leader serves to the leader's peer `path`.
+async fn relay<Req: Serialize, Resp: DeserializeOwned>(
+    st: &AppRef,
+    path: &str,
+    req: &Req,
+) -> Result<Resp, EtcdError> {
     let leader = wait_leader(st).await?;
     st.node
         .client
-        .post_json::<_, Result<MemberDone, EtcdError>>(
-            &leader.peer_url,
-            "/raft/member",
-            &op,
-            cluster::JOIN_TIMEOUT,
-        )
+        .post_json::<_, Result<Resp, EtcdError>>(&leader.peer_url, path, req, cluster::JOIN_TIMEOUT)
         .await
-        .map_err(|e| EtcdError::raft(format!("relaying the member change to the leader: {e}")))?
+        .map_err(|e| EtcdError::raft(format!("relaying {path} to the leader: {e}")))?
 }
 
 /// The leader's record, waiting (bounded) for an election to finish.

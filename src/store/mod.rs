@@ -194,7 +194,13 @@ impl Store {
             Ok(Some(_)) if stream => {
                 // A stream from a past index: every matching event still held, then live ones.
                 let held = self.history.scan_all(&key, recursive, since);
-                let spec = WatchSpec { path: &key, recursive, stream, show_hidden, since: self.index + 1 };
+                let spec = WatchSpec {
+                    path: &key,
+                    recursive,
+                    stream,
+                    show_hidden,
+                    since: self.index + 1,
+                };
                 return Ok(hub.add_preloaded(&spec, self.index, held));
             }
             Ok(Some(ev)) => {
@@ -468,15 +474,7 @@ impl Store {
         expire_at: Option<i64>,
         refresh: bool,
     ) -> Result<Event, EtcdError> {
-        if key == "/" {
-            return Err(EtcdError::new(Code::RootReadOnly, "/", self.index));
-        }
-        let n = self.lookup(key)?;
-        if n.is_dir() {
-            return Err(EtcdError::new(Code::NotFile, key, self.index));
-        }
-        self.compare(n, prev_value, prev_index)?;
-        let prev = n.view(key);
+        let prev = self.compared_key(key, prev_value, prev_index)?;
         Ok(self.rewrite(
             key,
             Action::CompareAndSwap,
@@ -605,6 +603,18 @@ impl Store {
         prev_value: Option<&str>,
         prev_index: Option<u64>,
     ) -> Result<Event, EtcdError> {
+        self.compared_key(key, prev_value, prev_index)?;
+        Ok(self.remove(key, Action::CompareAndDelete))
+    }
+
+    /// The checks a compare-and-swap and a compare-and-delete share: not the root, an
+    /// existing key (not a directory), and the given conditions hold. Returns the key's view.
+    fn compared_key(
+        &self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+    ) -> Result<NodeView, EtcdError> {
         if key == "/" {
             return Err(EtcdError::new(Code::RootReadOnly, "/", self.index));
         }
@@ -613,7 +623,7 @@ impl Store {
             return Err(EtcdError::new(Code::NotFile, key, self.index));
         }
         self.compare(n, prev_value, prev_index)?;
-        Ok(self.remove(key, Action::CompareAndDelete))
+        Ok(n.view(key))
     }
 
     /// Remove the node at `key` (which exists) with its subtree, and commit the event.
