@@ -66,8 +66,13 @@ pub enum Command {
         peer_url: String,
         client_url: String,
     },
-    /// Remove a member's registry entry.
-    Unregister { name: String },
+    /// A member leaves: its registry entry goes (when it has a name) and its id is
+    /// remembered as removed (`/v2/members` then answers 410 for it).
+    Unregister {
+        name: String,
+        #[serde(default)]
+        id: Option<u64>,
+    },
     /// A change to users, roles or the auth switch (`/v2/auth`); consumes no store index.
     Auth(crate::auth::AuthCommand),
 }
@@ -150,11 +155,19 @@ impl Command {
                 }
                 store.set(&key, Some(value), None, false).map(Some)
             }
-            Command::Unregister { name } => match store.delete(&machine_key(name), false, false) {
-                Ok(ev) => Ok(Some(ev)),
-                Err(e) if e.code == crate::error::Code::KeyNotFound => Ok(None),
-                Err(e) => Err(e),
-            },
+            Command::Unregister { name, id } => {
+                if let Some(id) = id {
+                    store.removed_members.insert(*id);
+                }
+                if name.is_empty() {
+                    return Ok(None);
+                }
+                match store.delete(&machine_key(name), false, false) {
+                    Ok(ev) => Ok(Some(ev)),
+                    Err(e) if e.code == crate::error::Code::KeyNotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
             Command::Auth(cmd) => cmd.apply(&mut store.auth).map(|()| None),
         }
     }
@@ -214,13 +227,15 @@ mod tests {
         );
         Command::Unregister {
             name: "node0".into(),
+            id: None,
         }
         .apply(&mut st)
         .unwrap();
         assert!(st.get("/_etcd/machines/node0", false, true).is_err());
         assert!(
             Command::Unregister {
-                name: "node0".into()
+                name: "node0".into(),
+                id: None
             }
             .apply(&mut st)
             .unwrap()

@@ -582,6 +582,7 @@ impl Runner {
                 a.allow(&[], &[], 1)?;
                 Command::Unregister {
                     name: a.positional[0].clone(),
+                    id: None,
                 }
             }
             other => return Err(format!("unknown command `{other}`")),

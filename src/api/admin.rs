@@ -197,15 +197,18 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     if let Err(r) = crate::api::auth::authorize_admin_async(&st, req.headers()).await {
         return r;
     }
-    let known = u64::from_str_radix(id, 16)
-        .ok()
-        .filter(|n| st.node.members().iter().any(|(m, _)| m == n));
-    let Some(mid) = known else {
+    let Ok(mid) = u64::from_str_radix(id, 16) else {
+        return with_cluster(&st, message(404, &format!("No such member: {id}")));
+    };
+    // Whether the member exists is the leader's call (this node may lag); a member that was
+    // removed answers 410, as etcd does.
+    let member_now = st.node.members().iter().any(|(m, _)| *m == mid);
+    if !member_now && st.node.shared.read().store.removed_members.contains(&mid) {
         return with_cluster(
             &st,
-            admin_json(404, format!("{{\"message\":\"No such member: {id}\"}}")),
+            message(410, &format!("Member permanently removed: {id}")),
         );
-    };
+    }
     let op = if method == Method::DELETE {
         MemberOp::Remove { id: mid }
     } else {

@@ -42,6 +42,10 @@ pub enum MemberOp {
 pub struct MemberDone {
     pub id: NodeId,
     pub member: Member,
+    /// The leader's applied index after the change: a relaying node waits until it has
+    /// applied that far, so its next read shows the change.
+    #[serde(default)]
+    pub applied: u64,
 }
 
 pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
@@ -188,7 +192,11 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                     st.cfg.max_cluster_size,
                 )
                 .await?;
-                Ok(MemberDone { id, member })
+                Ok(MemberDone {
+                    id,
+                    member,
+                    applied: node.raft_position().0,
+                })
             }
             MemberOp::Update { id, peer_url } => {
                 cluster::update_member(node, id, &peer_url).await?;
@@ -198,7 +206,11 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                     .find(|(m, _)| *m == id)
                     .map(|(_, m)| m)
                     .unwrap_or_default();
-                Ok(MemberDone { id, member })
+                Ok(MemberDone {
+                    id,
+                    member,
+                    applied: node.raft_position().0,
+                })
             }
             MemberOp::Remove { id } => {
                 let member = node
@@ -223,11 +235,22 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                         )
                         .await;
                 }
-                Ok(MemberDone { id, member })
+                Ok(MemberDone {
+                    id,
+                    member,
+                    applied: node.raft_position().0,
+                })
             }
         };
     }
-    relay(st, "/raft/member", &op).await
+    let done: MemberDone = relay(st, "/raft/member", &op).await?;
+    let _ = st
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(5)))
+        .applied_index_at_least(Some(done.applied), "member change")
+        .await;
+    Ok(done)
 }
 
 /// Send a cluster call that only the leader serves to the leader's peer `path`.

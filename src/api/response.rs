@@ -101,7 +101,11 @@ pub fn v1_error_code(code: Code, cause: &str) -> Response {
 /// A request body over the limit (Decision D13): 413 with etcd's v2 error shape (clients of
 /// both APIs read `errorCode`/`message`/`cause`; the extra `index` is harmless to v1 ones).
 pub fn too_large(limit: usize) -> Response {
-    let e = EtcdError::new(Code::InvalidForm, format!("request body too large (limit {limit} bytes)"), 0);
+    let e = EtcdError::new(
+        Code::InvalidForm,
+        format!("request body too large (limit {limit} bytes)"),
+        0,
+    );
     let mut r = crate::api::v2::error(&e);
     *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
     r

@@ -54,9 +54,13 @@ pub async fn keys(st: AppRef, url_key: String, req: Request) -> Response {
 
 fn get(st: &AppRef, key: &str) -> Response {
     let now = now_nanos();
-    let d = st.node.shared.read();
-    match d.store.get(key, false, true) {
-        Ok(view) => json(200, v1_get_json(&view, d.store.index(), now)),
+    // Copy under the lock, render after releasing it.
+    let (res, index) = {
+        let d = st.node.shared.read();
+        (d.store.get(key, false, true), d.store.index())
+    };
+    match res {
+        Ok(view) => json(200, v1_get_json(&view, index, now)),
         // A missing key and a path through a key are both "not found" in v0.1.
         Err(_) => v1_error_code(Code::KeyNotFound, &format!("get: {key}")),
     }

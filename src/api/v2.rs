@@ -34,6 +34,7 @@ use super::response::{self, JSON};
 use super::{AppRef, now_nanos};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
+use crate::raft::state_machine::off_worker;
 use crate::store::event::{Event, go_json, v2_event_json};
 use crate::store::watch::Watcher;
 use crate::store::{Action, OnCleared, path};
@@ -311,14 +312,28 @@ async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
         return error(&e);
     }
     let (raft_index, raft_term) = st.node.raft_position();
-    let d = st.node.shared.read();
-    let index = d.store.index();
-    match d.store.get(&kr.key, kr.recursive, false) {
-        Ok(view) => {
-            let mut r = response::json(
-                200,
+    // The view is copied under the lock and rendered after it is released; a recursive
+    // listing (possibly the whole store) does both off the runtime's workers.
+    let render = || {
+        let (res, index) = {
+            let d = st.node.shared.read();
+            (d.store.get(&kr.key, kr.recursive, false), d.store.index())
+        };
+        res.map(|view| {
+            (
                 v2_event_json(Action::Get, &view, None, now_nanos(), false),
-            );
+                index,
+            )
+        })
+    };
+    let res = if kr.recursive {
+        off_worker(render)
+    } else {
+        render()
+    };
+    match res {
+        Ok((body, index)) => {
+            let mut r = response::json(200, body);
             raft_headers(&mut r, index, raft_index, raft_term);
             r
         }

@@ -270,14 +270,17 @@ pub async fn remove(node: &RaftNode, id: NodeId) -> Result<(), EtcdError> {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
     tracing::info!(id = format!("{id:x}"), member = %member, "removing member");
+    // Unregister first: once the configuration drops this member, a leader removing itself
+    // stops serving, and the registry entry would stay behind.
+    node.propose(Command::Unregister {
+        name: member.name,
+        id: Some(id),
+    })
+    .await?;
     node.raft
         .change_membership(change, false)
         .await
         .map_err(|e| EtcdError::raft(format!("membership change failed: {e}")))?;
-    if !member.name.is_empty() {
-        node.propose(Command::Unregister { name: member.name })
-            .await?;
-    }
     Ok(())
 }
 

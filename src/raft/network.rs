@@ -36,6 +36,10 @@ use crate::metrics::PeerStats;
 pub enum CallError {
     #[error("cannot connect to {0}: {1}")]
     Connect(String, String),
+    /// The connection was closed before an answer came (the peer may or may not have
+    /// received the request).
+    #[error("{0}: connection closed before an answer: {1}")]
+    Closed(String, String),
     #[error("{0}: no answer within {1:?}")]
     Timeout(String, Duration),
     #[error("{0}: {1}")]
@@ -86,6 +90,8 @@ impl PeerClient {
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
                     CallError::Connect(url.clone(), error_chain(&e))
+                } else if closed_early(&e) {
+                    CallError::Closed(url.clone(), error_chain(&e))
                 } else {
                     CallError::Other(url.clone(), e.to_string())
                 }
@@ -112,6 +118,20 @@ impl PeerClient {
             Err(_) => Err(CallError::Timeout(url, timeout)),
         }
     }
+}
+
+/// Did the peer close the connection without answering (hyper's "incomplete message")?
+fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed() || h.is_canceled())
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// An error with its causes, so "client error (Connect)" also says *why* (a refused
@@ -176,7 +196,9 @@ impl PeerConnection {
             .post_json(&self.peer_url, path, req, ttl)
             .await
             .map_err(|e| match e {
-                CallError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Connect(..) | CallError::Closed(..) => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 CallError::Timeout(..) | CallError::Other(..) => {
                     RPCError::Network(NetworkError::new(&e))
                 }

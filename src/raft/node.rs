@@ -247,7 +247,9 @@ impl RaftNode {
                                 })
                         }
                         Ok(Err(e)) => Err(e),
-                        Err(CallError::Connect(..)) => Err(ProposeError::NotLeader),
+                        Err(CallError::Connect(..) | CallError::Closed(..)) => {
+                            Err(ProposeError::NotLeader)
+                        }
                         Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
                             "read index from the leader: {e}"
                         )))),
@@ -432,7 +434,7 @@ impl Command {
                 peer_url,
                 client_url,
             } => name.len() + peer_url.len() + client_url.len(),
-            Command::Unregister { name } => name.len(),
+            Command::Unregister { name, .. } => name.len(),
             // Auth records are small (names, a password hash, a few patterns).
             Command::Auth(_) => 256,
         }

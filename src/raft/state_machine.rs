@@ -48,6 +48,18 @@ impl Shared {
     }
 }
 
+/// Run `f`, which may wait for the store lock or hold it for a while (an apply, a large
+/// listing), without taking a runtime worker away from everything else: on a multi-threaded
+/// runtime it runs in `block_in_place`, so Raft's heartbeats keep flowing meanwhile.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The snapshot payload: the store and where in the log it was taken.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
@@ -131,24 +143,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut d = self.shared.write();
-        let mut out = Vec::new();
-        for entry in entries {
-            d.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => out.push(BatchResult::default()),
-                EntryPayload::Normal(batch) => {
-                    d.store.set_write_time(batch.at);
-                    let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
-                    out.push(BatchResult(results));
-                }
-                EntryPayload::Membership(m) => {
-                    d.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(BatchResult::default());
-                }
-            }
-        }
-        Ok(out)
+        let entries: Vec<_> = entries.into_iter().collect();
+        Ok(off_worker(|| self.apply_locked(entries)))
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -174,10 +170,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         // Durable first: if we crash after this, the restart loads this snapshot.
         self.save(meta, bytes).await?;
-        let mut d = self.shared.write();
-        d.store.restore(body.store);
-        d.last_applied = meta.last_log_id;
-        d.membership = meta.last_membership.clone();
+        off_worker(|| {
+            let mut d = self.shared.write();
+            d.store.restore(body.store);
+            d.last_applied = meta.last_log_id;
+            d.membership = meta.last_membership.clone();
+        });
         Ok(())
     }
 
@@ -199,6 +197,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+impl StateMachine {
+    fn apply_locked(&self, entries: Vec<Entry<TypeConfig>>) -> Vec<BatchResult> {
+        let mut d = self.shared.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            d.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(BatchResult::default()),
+                EntryPayload::Normal(batch) => {
+                    d.store.set_write_time(batch.at);
+                    let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
+                    out.push(BatchResult(results));
+                }
+                EntryPayload::Membership(m) => {
+                    d.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(BatchResult::default());
+                }
+            }
+        }
+        out
+    }
+}
+
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     disk: Disk,
@@ -209,10 +230,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Copy under the lock (cheap compared to serializing), serialize outside it, so
         // applies and reads wait only for the copy.
-        let (store, last_applied, membership) = {
+        let (store, last_applied, membership) = off_worker(|| {
             let d = self.shared.read();
             (d.store.snapshot(), d.last_applied, d.membership.clone())
-        };
+        });
         let body = serde_json::to_vec(&SnapshotBody { store }).map_err(io_err)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),

@@ -86,7 +86,11 @@ impl History {
 impl History {
     /// Every event at or after `since` that concerns `key` (see [`History::scan`]).
     pub fn scan_all(&self, key: &str, recursive: bool, since: u64) -> Vec<Event> {
-        self.events.iter().filter(|e| e.index() >= since && matches(e, key, recursive)).cloned().collect()
+        self.events
+            .iter()
+            .filter(|e| e.index() >= since && matches(e, key, recursive))
+            .cloned()
+            .collect()
     }
 }
 

@@ -53,6 +53,9 @@ pub struct StoreSnapshot {
     /// and snapshot installs.
     #[serde(default)]
     pub history: Vec<Event>,
+    /// Ids of members removed from the cluster.
+    #[serde(default)]
+    pub removed_members: std::collections::BTreeSet<u64>,
     /// Users, roles and the auth switch (absent in snapshots from before auth existed).
     #[serde(default)]
     pub auth: AuthState,
@@ -69,6 +72,8 @@ pub struct Store {
     stats: Stats,
     /// `/v2/auth` state, changed only by applied auth commands (see `crate::auth`).
     pub auth: AuthState,
+    /// Ids of members removed from the cluster (replicated; `/v2/members` answers 410).
+    pub removed_members: std::collections::BTreeSet<u64>,
 }
 
 /// How a watch should treat a start index older than the history.
@@ -91,6 +96,7 @@ impl Store {
             hub: Mutex::new(WatchHub::default()),
             stats: Stats::default(),
             auth: AuthState::default(),
+            removed_members: Default::default(),
         }
     }
 
@@ -693,6 +699,7 @@ impl Store {
             stats,
             history: self.history.events().cloned().collect(),
             auth: self.auth.clone(),
+            removed_members: self.removed_members.clone(),
         }
     }
 
@@ -703,6 +710,7 @@ impl Store {
         self.root = snap.root;
         self.index = snap.index;
         self.auth = snap.auth;
+        self.removed_members = snap.removed_members;
         self.history = History::new(history_size);
         for ev in snap.history {
             self.history.push(ev);

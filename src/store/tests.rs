@@ -390,9 +390,13 @@ fn a_stream_from_history_continues_live() {
     st.set("/s/a", val("1"), None, false).unwrap(); // 1
     st.set("/other", val("1"), None, false).unwrap(); // 2
     st.set("/s/b", val("2"), None, false).unwrap(); // 3
-    let mut w = st.watch("/s", true, true, Some(1), false, OnCleared::Error).unwrap();
+    let mut w = st
+        .watch("/s", true, true, Some(1), false, OnCleared::Error)
+        .unwrap();
     st.set("/s/c", val("3"), None, false).unwrap(); // 4
-    let got: Vec<u64> = std::iter::from_fn(|| w.rx.try_recv().ok()).map(|e| e.index()).collect();
+    let got: Vec<u64> = std::iter::from_fn(|| w.rx.try_recv().ok())
+        .map(|e| e.index())
+        .collect();
     assert_eq!(got, vec![1, 3, 4]);
     assert_eq!(st.watcher_count(), 1);
 }
@@ -401,8 +405,14 @@ fn a_stream_from_history_continues_live() {
 fn a_directory_ttl_update_keeps_its_stored_modified_index() {
     let mut st = Store::new(1000);
     st.set("/d", None, None, false).unwrap(); // 1
-    let e = st.update("/d", String::new(), Some(T0 + 30 * S), false).unwrap();
+    let e = st
+        .update("/d", String::new(), Some(T0 + 30 * S), false)
+        .unwrap();
     assert_eq!(e.node.modified_index, 2, "the event reports the write");
-    assert_eq!(st.get("/d", false, false).unwrap().modified_index, 1, "the node keeps it, as etcd does");
+    assert_eq!(
+        st.get("/d", false, false).unwrap().modified_index,
+        1,
+        "the node keeps it, as etcd does"
+    );
     assert_eq!(st.index(), 2);
 }

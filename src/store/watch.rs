@@ -74,10 +74,16 @@ impl WatchHub {
     }
 
     /// Register a live watcher that first delivers `held` (events from the history).
-    pub fn add_preloaded(&mut self, spec: &WatchSpec<'_>, start_index: u64, held: Vec<Event>) -> Watcher {
+    pub fn add_preloaded(
+        &mut self,
+        spec: &WatchSpec<'_>,
+        start_index: u64,
+        held: Vec<Event>,
+    ) -> Watcher {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER + held.len());
         for ev in held {
-            tx.try_send(ev).expect("the channel was sized for the held events");
+            tx.try_send(ev)
+                .expect("the channel was sized for the held events");
         }
         let id = self.next_id();
         self.by_path
