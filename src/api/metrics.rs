@@ -6,9 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{AppRef, response};
@@ -33,9 +31,8 @@ impl HttpCounters {
     }
 }
 
-pub async fn count_request(State(st): State<AppRef>, req: Request, next: Next) -> Response {
-    st.http.received[HttpCounters::slot(req.method())].fetch_add(1, Ordering::Relaxed);
-    next.run(req).await
+pub fn count_request(st: &super::AppState, method: &Method) {
+    st.http.received[HttpCounters::slot(method)].fetch_add(1, Ordering::Relaxed);
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {

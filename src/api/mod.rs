@@ -77,15 +77,23 @@ pub fn now_nanos() -> i64 {
 }
 
 pub fn client_router(state: AppRef) -> Router {
-    Router::new()
-        .fallback(dispatch_client)
-        .layer(middleware::from_fn_with_state(state.clone(), cors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::count_request,
-        ))
-        .layer(middleware::from_fn(normalize_path))
-        .with_state(state)
+    Router::new().fallback(client_entry).with_state(state)
+}
+
+/// Every client request: count it, decode and check its path, dispatch it, add CORS. (One
+/// function rather than a stack of middleware layers: this is the hot path.)
+async fn client_entry(State(st): State<AppRef>, mut req: Request) -> Response {
+    metrics::count_request(&st, req.method());
+    let origin = if st.cfg.cors.is_empty() {
+        None
+    } else {
+        req.headers().get(header::ORIGIN).cloned()
+    };
+    let resp = match prepare_path(&mut req) {
+        Ok(()) => dispatch_client(st.clone(), req).await,
+        Err(r) => *r,
+    };
+    with_cors(&st, origin, resp)
 }
 
 pub fn peer_router(state: AppRef) -> Router {
@@ -106,7 +114,7 @@ fn decoded_path(req: &Request) -> String {
         .map_or_else(|| req.uri().path().to_string(), |p| p.0.clone())
 }
 
-async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
+async fn dispatch_client(st: AppRef, req: Request) -> Response {
     let path = decoded_path(&req);
     if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         let rest = path["/v2/keys".len()..].to_string();
@@ -170,17 +178,25 @@ async fn dispatch_client(State(st): State<AppRef>, req: Request) -> Response {
 /// that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned path, as Go's
 /// ServeMux does; otherwise the decoded path goes to the handlers.
 async fn normalize_path(mut req: Request, next: Next) -> Response {
-    let decoded = match params::decode_key(req.uri().path()) {
-        Ok(d) => d,
-        Err(e) => return v2::error(&e),
-    };
+    match prepare_path(&mut req) {
+        Ok(()) => next.run(req).await,
+        Err(r) => *r,
+    }
+}
+
+fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
+    let decoded = params::decode_key(req.uri().path()).map_err(|e| Box::new(v2::error(&e)))?;
     if let Some(clean) = clean_request_path(&decoded) {
         let location =
             percent_encoding::utf8_percent_encode(&clean, params::PATH_ESCAPE).to_string();
-        return response::moved(&location, req.uri().query(), req.method());
+        return Err(Box::new(response::moved(
+            &location,
+            req.uri().query(),
+            req.method(),
+        )));
     }
     req.extensions_mut().insert(DecodedPath(decoded));
-    next.run(req).await
+    Ok(())
 }
 
 /// The cleaned form of a request path, or None if it is clean already. A trailing slash is
@@ -202,12 +218,10 @@ fn clean_request_path(raw: &str) -> Option<String> {
 }
 
 /// `-cors`: add `Access-Control-Allow-Origin` for allowed origins.
-async fn cors(State(st): State<AppRef>, req: Request, next: Next) -> Response {
+fn with_cors(st: &AppState, origin: Option<HeaderValue>, mut resp: Response) -> Response {
     if st.cfg.cors.is_empty() {
-        return next.run(req).await;
+        return resp;
     }
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut resp = next.run(req).await;
     let allow = if st.cfg.cors.iter().any(|o| o == "*") {
         Some(HeaderValue::from_static("*"))
     } else {

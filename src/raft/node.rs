@@ -288,7 +288,8 @@ impl RaftNode {
 
     /// The current leader and its member record, as far as this node knows.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         let id = m.current_leader?;
         let member = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, member))

@@ -144,7 +144,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        Ok(off_worker(|| self.apply_locked(entries)))
+        // Usually the lock is free and applying takes microseconds; only when a long read
+        // holds it does the wait move off the worker.
+        if let Ok(mut d) = self.shared.data.try_write() {
+            return Ok(apply_to(&mut d, entries));
+        }
+        Ok(off_worker(|| apply_to(&mut self.shared.write(), entries)))
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -197,27 +202,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-impl StateMachine {
-    fn apply_locked(&self, entries: Vec<Entry<TypeConfig>>) -> Vec<BatchResult> {
-        let mut d = self.shared.write();
-        let mut out = Vec::new();
-        for entry in entries {
-            d.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => out.push(BatchResult::default()),
-                EntryPayload::Normal(batch) => {
-                    d.store.set_write_time(batch.at);
-                    let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
-                    out.push(BatchResult(results));
-                }
-                EntryPayload::Membership(m) => {
-                    d.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(BatchResult::default());
-                }
+/// Apply committed entries to the locked data, in order.
+fn apply_to(d: &mut SmData, entries: Vec<Entry<TypeConfig>>) -> Vec<BatchResult> {
+    let mut out = Vec::new();
+    for entry in entries {
+        d.last_applied = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => out.push(BatchResult::default()),
+            EntryPayload::Normal(batch) => {
+                d.store.set_write_time(batch.at);
+                let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
+                out.push(BatchResult(results));
+            }
+            EntryPayload::Membership(m) => {
+                d.membership = StoredMembership::new(Some(entry.log_id), m);
+                out.push(BatchResult::default());
             }
         }
-        out
     }
+    out
 }
 
 pub struct SnapshotBuilder {
