@@ -187,7 +187,7 @@ impl Proc {
 
     /// The last `n` lines of the node's stderr.
     fn tail(&self, n: usize) -> String {
-        let all = strip_ansi(&self.node.stderr());
+        let all = common::strip_ansi(&self.node.stderr());
         let lines: Vec<&str> = all.lines().collect();
         let from = lines.len().saturating_sub(n);
         format!(
@@ -207,24 +207,6 @@ impl Drop for Proc {
         // SIGKILL also ends a SIGSTOPped process.
         self.kill9();
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -979,7 +961,7 @@ fn maxsize_refuses_extra_member() {
         extra.spawn();
         let start = Instant::now();
         let st = extra.wait_exit(Duration::from_secs(30));
-        let log = strip_ansi(&extra.node.stderr());
+        let log = common::strip_ansi(&extra.node.stderr());
         let Some(st) = st else {
             fail!(
                 cl,

@@ -383,7 +383,7 @@ impl Proc {
     }
 
     fn tail(&self, n: usize) -> String {
-        let all = strip_ansi(&self.node.stderr());
+        let all = common::strip_ansi(&self.node.stderr());
         let lines: Vec<&str> = all.lines().collect();
         let from = lines.len().saturating_sub(n);
         format!(
@@ -406,24 +406,6 @@ impl Drop for Proc {
             let _ = c.wait();
         }
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Three nodes behind proxies. Dropped in field order: the processes first, then the

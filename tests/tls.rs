@@ -125,75 +125,6 @@ fn classify(e: std::io::Error) -> Failure {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decode a complete chunked body (None while incomplete).
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = find(data, b"\r\n")?;
-        let size = std::str::from_utf8(&data[..end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        data = &data[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        if data.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-/// Parse a complete HTTP/1.1 response (None while more data is needed).
-fn parse_response(buf: &[u8], eof: bool) -> Option<Resp> {
-    let head_end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let rest = &buf[head_end + 4..];
-    let body = if status == 204 || status == 304 {
-        Vec::new()
-    } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = header("content-length") {
-        let len: usize = len.parse().expect("content-length");
-        if rest.len() < len {
-            return None;
-        }
-        rest[..len].to_vec()
-    } else if eof {
-        rest.to_vec()
-    } else {
-        return None;
-    };
-    Some(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
 /// One HTTPS/1.1 request (`Connection: close`) to `addr` (an IP `host:port`, checked against
 /// the certificate's `IP:127.0.0.1` SAN). A non-empty `form` is sent as an urlencoded body.
 fn https_request(
@@ -247,13 +178,13 @@ fn https_request(
     loop {
         match tls.read(&mut chunk) {
             Ok(0) => {
-                return parse_response(&buf, true)
+                return common::parse_response(&buf, true, false)
                     .map(|resp| Https { resp, version })
                     .ok_or_else(|| Failure::Closed(String::from_utf8_lossy(&buf).into_owned()));
             }
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                if let Some(resp) = parse_response(&buf, false) {
+                if let Some(resp) = common::parse_response(&buf, false, false) {
                     return Ok(Https { resp, version });
                 }
             }
@@ -267,7 +198,7 @@ fn https_request(
                 }
             }
             Err(e) => {
-                if let Some(resp) = parse_response(&buf, true) {
+                if let Some(resp) = common::parse_response(&buf, true, false) {
                     return Ok(Https { resp, version });
                 }
                 return Err(match (classify(e), write_err) {

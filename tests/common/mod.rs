@@ -78,7 +78,9 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 
 /// Parse a complete response; `eof` says whether the connection was closed.
 /// Returns None when more data is needed.
-fn parse_response(buf: &[u8], eof: bool, head_only: bool) -> Option<Resp> {
+/// Parse a complete HTTP/1.1 response from `buf` (None while more data is needed); shared
+/// with tests that bring their own transport (TLS).
+pub fn parse_response(buf: &[u8], eof: bool, head_only: bool) -> Option<Resp> {
     let head_end = find(buf, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -501,6 +503,25 @@ impl Drop for Node {
 
 /// A JSON string literal the way Go's encoding/json writes it: like serde_json, plus `<`,
 /// `>`, `&`, U+2028 and U+2029 escaped as `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`.
+/// Remove ANSI colour sequences (server logs written to a terminal).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn go_json_string(s: &str) -> String {
     serde_json::to_string(s)
         .expect("serialize string")
