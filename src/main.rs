@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.verbosity);
+    raise_fd_limit();
     // One process-wide crypto provider (ring); every TLS config names it explicitly too.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -48,6 +49,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("etcd: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Raise the soft open-files limit to the hard one, as Go programs (and so etcd) do at start:
+/// every watcher and client connection is a descriptor, and 1024 is a common default.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
         }
     }
 }
