@@ -11,10 +11,21 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_etcd");
 
-/// Bind 127.0.0.1:0, read the port the OS picked, drop the listener.
+/// A port that is free right now, from 20000-31999: below Linux's ephemeral range
+/// (32768-60999), so outgoing connections (which take ephemeral ports) cannot grab it before
+/// the server binds it. Another test still may: `Node::start` retries on a clash.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread tests running in parallel (and test binaries) over the range.
+    let seed = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(n.wrapping_mul(97)) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A parsed HTTP response.
@@ -315,10 +326,48 @@ impl Node {
 
     /// Like `start`, with extra arguments appended.
     pub fn start_args(name: &str, extra: &[&str]) -> Node {
-        let mut n = Node::prepare(name, extra);
-        n.spawn();
-        n.wait_ready();
-        n
+        // A port found free can be taken by someone else before the server binds it; the
+        // server then exits at once saying so, and we try again with other ports.
+        for _ in 0..5 {
+            let mut n = Node::prepare(name, extra);
+            n.spawn();
+            if n.ready_unless_port_clash() {
+                return n;
+            }
+        }
+        panic!("node {name}: ports kept clashing over 5 attempts");
+    }
+
+    /// Wait until ready (true), or until the process exits because a port was taken (false);
+    /// any other failure panics as `wait_ready` does.
+    fn ready_unless_port_clash(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                if self.stderr().contains("Address already in use") {
+                    self.child = None;
+                    return false;
+                }
+                break;
+            }
+            let ok = request_timeout(
+                &self.client,
+                "GET",
+                "/v1/keys/",
+                &[],
+                b"",
+                Duration::from_secs(2),
+            )
+            .is_ok_and(|r| r.status == 200);
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_ready();
+        true
     }
 
     /// Build a node (temp dir, ports, args) without starting it.
