@@ -793,3 +793,26 @@ fn v1_and_v2_share_keys_and_index() {
     assert_eq!(wv["action"], "set");
     assert_eq!(wv["node"]["value"], "a");
 }
+
+#[test]
+fn machines_lists_only_members_that_published_a_client_url() {
+    // A member added with POST /v2/members has not started: no client URL yet. Machine lists
+    // must not show an empty entry for it (python-etcd reads machines[0] as a URL).
+    let n = Node::start("node0");
+    let a = n.client.as_str();
+    let body = format!(r#"{{"peerURLs":["http://127.0.0.1:{}"]}}"#, free_port());
+    let r = request(
+        a,
+        "POST",
+        "/v2/members",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["clientURLs"], json!([]));
+    let members = get(a, "/v2/members").json();
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(2));
+    let own = format!("http://{a}");
+    assert_eq!(get(a, "/v2/machines").body, own);
+    assert_eq!(get(a, "/v1/machines").body, own);
+}

@@ -33,6 +33,8 @@ pub fn machine_list(st: &AppRef) -> Vec<String> {
     order
         .into_iter()
         .map(|(_, m)| m.client_url.clone())
+        // A member that has not started yet (or not yet published its client URL) has none.
+        .filter(|u| !u.is_empty())
         .collect()
 }
 
@@ -136,6 +138,7 @@ pub fn v2_machines(st: AppRef, method: &Method) -> Response {
         .members()
         .into_iter()
         .map(|(_, m)| m.client_url)
+        .filter(|u| !u.is_empty())
         .collect();
     urls.sort();
     text(200, urls.join(", "))
