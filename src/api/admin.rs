@@ -197,7 +197,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
         return method_not_allowed("GET,POST,DELETE,PUT");
     }
     // With auth on, member changes need a root user (etcd 2.3).
-    if let Err(r) = crate::api::auth::authorize_admin_async(&st, req.headers()).await {
+    if let Err(r) = crate::api::auth::authorize_admin(&st, req.headers()).await {
         return r;
     }
     let Ok(mid) = u64::from_str_radix(id, 16) else {
@@ -205,7 +205,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     };
     // Whether the member exists is the leader's call (this node may lag); a member that was
     // removed answers 410, as etcd does.
-    let member_now = st.node.members().iter().any(|(m, _)| *m == mid);
+    let member_now = st.node.member(mid).is_some();
     if !member_now && st.node.shared.read().store.removed_members.contains(&mid) {
         return with_cluster(
             &st,
@@ -232,7 +232,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
 
 /// `POST /v2/members` with `{"peerURLs":[...]}`: add a member that will join later.
 pub async fn v2_members_add(st: AppRef, req: axum::extract::Request) -> Response {
-    if let Err(r) = crate::api::auth::authorize_admin_async(&st, req.headers()).await {
+    if let Err(r) = crate::api::auth::authorize_admin(&st, req.headers()).await {
         return r;
     }
     let url = match peer_urls_body(req).await {

@@ -84,7 +84,7 @@ async fn enable(st: AppRef, req: Request) -> Response {
         return r;
     }
     if method != Method::GET
-        && let Err(r) = authorize_admin_async(&st, req.headers()).await
+        && let Err(r) = authorize_admin(&st, req.headers()).await
     {
         return r;
     }
@@ -110,7 +110,7 @@ async fn list(st: AppRef, users: bool, req: Request) -> Response {
     if let Err(r) = ready(&st).await {
         return r;
     }
-    if let Err(r) = authorize_admin_async(&st, req.headers()).await {
+    if let Err(r) = authorize_admin(&st, req.headers()).await {
         return r;
     }
     let d = st.node.shared.read();
@@ -143,7 +143,7 @@ async fn item(st: AppRef, users: bool, name: &str, req: Request) -> Response {
     if let Err(r) = ready(&st).await {
         return r;
     }
-    if let Err(r) = authorize_admin_async(&st, req.headers()).await {
+    if let Err(r) = authorize_admin(&st, req.headers()).await {
         return r;
     }
     match (users, method) {
@@ -474,32 +474,6 @@ async fn identify_async(st: &AppState, authorization: Option<&HeaderValue>) -> C
     }
 }
 
-fn identify_blocking(st: &AppState, authorization: Option<&HeaderValue>) -> Caller {
-    match identify(st, authorization) {
-        Pending::Known(c) => c,
-        Pending::Verify {
-            user,
-            password,
-            header,
-        } => {
-            let key = VerifyCache::global().key(&header, &user.password);
-            if VerifyCache::global().contains(key) {
-                return Caller::User(user);
-            }
-            let check = || bcrypt::verify(&password, &user.password).unwrap_or(false);
-            // Keep the other tasks of this worker running during the slow check.
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            let ok = if multi_thread {
-                tokio::task::block_in_place(check)
-            } else {
-                check()
-            };
-            verified(user, key, ok)
-        }
-    }
-}
-
 fn verified(user: User, key: CacheKey, ok: bool) -> Caller {
     if ok {
         VerifyCache::global().insert(key);
@@ -523,25 +497,9 @@ fn admin_denied() -> Response {
 
 /// May this request use the admin API? Open while auth is off; otherwise it needs Basic
 /// credentials of a user holding the role `root` (no guest). Denied: 401
-/// `{"message":"Insufficient credentials"}`.
-///
-/// Synchronous for callers that are not async; a password not verified recently costs a
-/// bcrypt check (~50-100 ms), run with `block_in_place` on a multi-thread runtime.
-// The signature is the one the members API calls; a Response is what it needs back.
-#[allow(clippy::result_large_err)]
-pub fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    if is_admin(&identify_blocking(
-        state,
-        headers.get(header::AUTHORIZATION),
-    )) {
-        Ok(())
-    } else {
-        Err(admin_denied())
-    }
-}
-
-/// [`authorize_admin`] for async callers: the bcrypt check runs on a blocking thread.
-pub async fn authorize_admin_async(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `{"message":"Insufficient credentials"}`. A password not verified recently costs a
+/// bcrypt check (~50-100 ms) on a blocking thread.
+pub async fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     if is_admin(&identify_async(state, headers.get(header::AUTHORIZATION)).await) {
         Ok(())
     } else {

@@ -200,12 +200,7 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
             }
             MemberOp::Update { id, peer_url } => {
                 cluster::update_member(node, id, &peer_url).await?;
-                let member = node
-                    .members()
-                    .into_iter()
-                    .find(|(m, _)| *m == id)
-                    .map(|(_, m)| m)
-                    .unwrap_or_default();
+                let member = node.member(id).unwrap_or_default();
                 Ok(MemberDone {
                     id,
                     member,
@@ -213,12 +208,7 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                 })
             }
             MemberOp::Remove { id } => {
-                let member = node
-                    .members()
-                    .into_iter()
-                    .find(|(m, _)| *m == id)
-                    .map(|(_, m)| m)
-                    .unwrap_or_default();
+                let member = node.member(id).unwrap_or_default();
                 cluster::remove(node, id).await?;
                 // The removed node gets no more log entries, so it would never learn of its
                 // removal: tell it (best effort; it also notices if it sees the new config).

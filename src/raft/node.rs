@@ -305,6 +305,16 @@ impl RaftNode {
         self.raft.metrics().borrow().state
     }
 
+    /// The member record of `id`, if it is in the current configuration.
+    pub fn member(&self, id: NodeId) -> Option<Member> {
+        self.shared
+            .read()
+            .membership
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
     /// Every member of the current configuration, by id.
     pub fn members(&self) -> Vec<(NodeId, Member)> {
         members(&self.shared.read().membership)
