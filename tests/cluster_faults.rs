@@ -417,7 +417,11 @@ struct Cluster {
 
 macro_rules! fail {
     ($cl:expr, $($arg:tt)*) => {
-        panic!("{}\n\n{}", format!($($arg)*), $cl.logs())
+        {
+            // The message again after the logs: CI shows the tail of the output.
+            let msg = format!($($arg)*);
+            panic!("{msg}\n\n{}\n\nFAILED: {msg}", $cl.logs())
+        }
     };
 }
 
