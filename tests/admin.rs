@@ -551,8 +551,9 @@ fn store_stats_count_operations() {
         before = after;
     }
 
-    // Expiry.
-    form("PUT", "/e", &[("value", "1"), ("ttl", "1")]);
+    // Expiry. /e is the only key with a TTL, so the only expiry there can be; the TTL is long
+    // enough that it cannot expire before the stats read right after the set.
+    form("PUT", "/e", &[("value", "1"), ("ttl", "3")]);
     let b2 = store_stats(a);
     assert_moved(&before, &b2, &[("setsSuccess", 1)], "set with ttl");
     let after = poll_until(Duration::from_secs(10), "expireCount to move", || {

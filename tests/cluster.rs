@@ -885,14 +885,11 @@ fn join_with_c_and_cf_through_follower_and_views_agree() {
         "the cluster views to agree",
         || cl.views(&[0, 1, 2], &[0, 1, 2]),
     );
-    ensure!(
-        cl,
-        leader == 0,
-        "the first node should still lead, got {}",
-        cl.p[leader].name()
-    );
+    // Usually the first node still leads, but a stall longer than the election timeout can
+    // move the leadership; nothing below depends on who leads.
     eprintln!(
-        "views agree {took:?} after node3 was ready; start-up {:?}",
+        "views agree {took:?} after node3 was ready ({} leads); start-up {:?}",
+        cl.p[leader].name(),
         t0.elapsed()
     );
 
@@ -957,9 +954,14 @@ fn join_with_c_and_cf_through_follower_and_views_agree() {
 #[test]
 fn maxsize_refuses_extra_member() {
     let cl = Cluster::v01(2, &["-maxsize", "2"]);
-    let leader = cl.leader(&[0, 1], Duration::from_secs(10)).0;
-    let follower = 1 - leader;
-    for (label, target) in [("leader", leader), ("follower", follower)] {
+    for label in ["leader", "follower"] {
+        // Asked again each round: the leadership may have moved (a stall on a loaded machine).
+        let leader = cl.leader(&[0, 1], Duration::from_secs(10)).0;
+        let target = if label == "leader" {
+            leader
+        } else {
+            1 - leader
+        };
         let peer = cl.p[target].node.peer.clone();
         let mut extra = Proc::prepare("node3", &["-maxsize", "2", "-C", &peer]);
         extra.spawn();
@@ -988,8 +990,13 @@ fn maxsize_refuses_extra_member() {
             start.elapsed(),
             log.lines().last().unwrap_or("")
         );
-        cl.views(&[0, 1], &[0, 1])
-            .unwrap_or_else(|e| fail!(cl, "after the refused join via the {label}: {e}"));
+        // The cluster is unchanged (polled: a leader change in the meantime makes the views
+        // disagree for a moment).
+        cl.poll(
+            Duration::from_secs(10),
+            &format!("the views of the 2 members after the refused join via the {label}"),
+            || cl.views(&[0, 1], &[0, 1]),
+        );
     }
 }
 
@@ -2113,7 +2120,11 @@ fn new_member_joins_cluster_with_many_keys() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let mut n1 = Proc::prepare("node1", &[]);
+    // The check below that the term does not change is only meaningful up to the election
+    // timeout: with 1000 ms (default 200), only a stall of a whole second on a loaded machine
+    // (rather than the listings themselves blocking Raft) could fail it.
+    let raft = ["-peer-election-timeout", "1000"];
+    let mut n1 = Proc::prepare("node1", &raft);
     n1.spawn();
     n1.wait_ready(Duration::from_secs(20));
     let start = Instant::now();
@@ -2123,7 +2134,8 @@ fn new_member_joins_cluster_with_many_keys() {
         "wrote {keys} keys in {wrote:?} ({:.0}/s)",
         keys as f64 / wrote.as_secs_f64()
     );
-    let mut n2 = Proc::prepare("node2", &["-C", &n1.node.peer.clone()]);
+    let join = n1.node.peer.clone();
+    let mut n2 = Proc::prepare("node2", &[raft[0], raft[1], "-C", &join]);
     n2.spawn();
     let took = n2.wait_ready(Duration::from_secs(90));
     let cl = Cluster { p: vec![n1, n2] };

@@ -931,6 +931,41 @@ fn members(addr: &str) -> Vec<(String, serde_json::Value, serde_json::Value)> {
     out
 }
 
+/// Poll (bounded) until every node answers `/v1/leader` with the same https peer URL of one of
+/// `nodes`; returns the leader's position in `nodes`.
+fn agreed_leader(nodes: &[&Node]) -> usize {
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("https://{}", n.peer))
+        .collect();
+    common::poll_until(
+        Duration::from_secs(10),
+        "all nodes to name the same https leader",
+        || {
+            let mut seen = Vec::new();
+            for n in nodes {
+                let r = common::request_timeout(
+                    &n.client,
+                    "GET",
+                    "/v1/leader",
+                    &[],
+                    b"",
+                    Duration::from_secs(2),
+                )
+                .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                seen.push(r.body);
+            }
+            if seen.iter().any(|l| *l != seen[0]) {
+                return None;
+            }
+            urls.iter().position(|u| *u == seen[0])
+        },
+    )
+}
+
 /// Poll a plain-HTTP v1 GET of `key` until its body is exactly `expected` (bounded).
 fn wait_for_body(addr: &str, key: &str, expected: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1000,23 +1035,14 @@ fn peer_mtls_cluster() {
             || (members(&n.client) == want).then_some(()),
         );
     }
-    let leader = common::get(&n1.client, "/v1/leader").body;
-    assert_eq!(
-        leader,
-        format!("https://{}", n1.peer),
-        "n1 created the cluster"
-    );
-    for n in [&n2, &n3] {
-        assert_eq!(
-            common::get(&n.client, "/v1/leader").body,
-            leader,
-            "{}",
-            n.name
-        );
-    }
+    // All three name the same leader, an https peer URL of one of them. Usually n1 (it
+    // created the cluster), but a stall longer than the election timeout may move it.
+    let leader = agreed_leader(&nodes);
+    println!("{} leads", nodes[leader].name);
+    let followers: Vec<&Node> = (0..3).filter(|&i| i != leader).map(|i| nodes[i]).collect();
 
     // Replication: a write on the leader is read on every node.
-    let r = common::post_form(&n1.client, "/v1/keys/rep", &[("value", "one")]);
+    let r = common::post_form(&nodes[leader].client, "/v1/keys/rep", &[("value", "one")]);
     assert_eq!(r.status, 200, "{:?}", r.body);
     let index = r.json()["index"].as_u64().expect("index");
     for n in nodes {
@@ -1024,9 +1050,10 @@ fn peer_mtls_cluster() {
     }
 
     // Follower forwarding over the peer mTLS port: the follower answers as the leader would.
-    for (n, value) in [(&n2, "from2"), (&n3, "from3")] {
+    for n in followers {
         let key = format!("fwd{}", n.name);
-        let r = common::post_form(&n.client, &format!("/v1/keys/{key}"), &[("value", value)]);
+        let value = format!("from{}", n.name);
+        let r = common::post_form(&n.client, &format!("/v1/keys/{key}"), &[("value", &value)]);
         assert_eq!(r.status, 200, "write on {}: {:?}", n.name, r.body);
         let index = r.json()["index"].as_u64().expect("index");
         assert_eq!(
@@ -1036,7 +1063,7 @@ fn peer_mtls_cluster() {
             )
         );
         for m in nodes {
-            wait_for_body(&m.client, &key, &v1_get_body(&key, value, index));
+            wait_for_body(&m.client, &key, &v1_get_body(&key, &value, index));
         }
     }
 
@@ -1121,17 +1148,27 @@ fn peer_mtls_cluster() {
     );
     println!("n6 (no peer TLS) exited with {code:?}; stderr:\n{stderr}");
 
-    // A follower restarted (with its data) catches up over the peer mTLS port.
-    let mut n2 = n2;
-    assert_eq!(n2.stop().code(), Some(0), "n2 stderr:\n{}", n2.stderr());
-    let r = common::post_form(&n1.client, "/v1/keys/while", &[("value", "n2 was down")]);
+    // A follower (n2, or n3 when n2 leads by now) restarted (with its data) catches up over
+    // the peer mTLS port.
+    let (mut n2, mut n3) = (n2, n3);
+    let leader = agreed_leader(&[&n1, &n2, &n3]);
+    let follower = if leader == 1 { &mut n3 } else { &mut n2 };
+    let value = format!("{} was down", follower.name);
+    assert_eq!(
+        follower.stop().code(),
+        Some(0),
+        "{} stderr:\n{}",
+        follower.name,
+        follower.stderr()
+    );
+    let r = common::post_form(&n1.client, "/v1/keys/while", &[("value", &value)]);
     assert_eq!(r.status, 200, "{:?}", r.body);
     let index = r.json()["index"].as_u64().expect("index");
-    n2.restart();
+    follower.restart();
     wait_for_body(
-        &n2.client,
+        &follower.client,
         "while",
-        &v1_get_body("while", "n2 was down", index),
+        &v1_get_body("while", &value, index),
     );
     let nodes = [&n1, &n2, &n3];
 

@@ -249,7 +249,8 @@ fn key_is_gone_after_expiry_and_expiry_consumes_one_index() {
     let n = Node::start("node0");
     let a = &n.client;
     set(a, "other", "o");
-    let r = set_ttl(a, "k", "v", "1");
+    // Long enough that the GET right after the set finds it even on a slow machine.
+    let r = set_ttl(a, "k", "v", "3");
     assert_eq!(r.status, 200, "{:?}", r.body);
     let s = idx(&r);
     let exp = parse_expiration(&exp_of(&r));
@@ -285,9 +286,10 @@ fn key_is_gone_after_expiry_and_expiry_consumes_one_index() {
 fn several_keys_expire_with_one_index_each() {
     let n = Node::start("node0");
     let a = &n.client;
-    let r1 = set_ttl(a, "e/1", "v", "1");
-    let r2 = set_ttl(a, "e/2", "v", "1");
-    let r3 = set_ttl(a, "e/3", "v", "2");
+    // No key expires before the last set (the indices below assume it), and e/3 goes last.
+    let r1 = set_ttl(a, "e/1", "v", "2");
+    let r2 = set_ttl(a, "e/2", "v", "2");
+    let r3 = set_ttl(a, "e/3", "v", "3");
     let s = idx(&r3);
     let exp = parse_expiration(&exp_of(&r3));
     assert_eq!(idx(&r1) + 2, s);
@@ -374,9 +376,9 @@ fn delete_of_a_ttl_key_shows_its_expiration() {
 fn set_without_ttl_makes_the_key_permanent() {
     let n = Node::start("node0");
     let a = &n.client;
-    let r = set_ttl(a, "k", "v", "1");
+    // The TTLs are long enough that the overwrites below land before the old expirations.
+    let r = set_ttl(a, "k", "v", "3");
     let i = idx(&r);
-    let exp = parse_expiration(&exp_of(&r));
     let r = set(a, "k", "w");
     assert_ok(
         &r,
@@ -385,26 +387,25 @@ fn set_without_ttl_makes_the_key_permanent() {
             i + 1
         ),
     );
-    // Well past the old expiration, the key is still there and nothing was expired.
-    wait_clock_past(exp + 1_500_000_000);
-    let g = get(a, "/v1/keys/k");
-    assert_ok(
-        &g,
-        &format!(
-            r#"{{"action":"GET","key":"/k","value":"w","index":{}}}"#,
-            i + 1
-        ),
-    );
 
     // A new TTL replaces the old one.
-    let r = set_ttl(a, "k2", "v", "1");
+    let r = set_ttl(a, "k2", "v", "3");
     let exp1 = parse_expiration(&exp_of(&r));
     let r = set_ttl(a, "k2", "v2", "100");
     let j = idx(&r);
+    assert_eq!(j, i + 3);
     let exp2_s = exp_of(&r);
     assert!(parse_expiration(&exp2_s) > exp1 + 90 * SEC);
     assert_eq!(r.json()["prevValue"], "v");
+
+    // Well past both old expirations (k's is the earlier one), both keys are still there
+    // and nothing was expired (the index did not move).
     wait_clock_past(exp1 + 1_500_000_000);
+    let g = get(a, "/v1/keys/k");
+    assert_ok(
+        &g,
+        &format!(r#"{{"action":"GET","key":"/k","value":"w","index":{j}}}"#),
+    );
     let g = get(a, "/v1/keys/k2");
     assert_eq!(g.status, 200, "{:?}", g.body);
     assert_eq!(exp_of(&g), exp2_s);
@@ -573,7 +574,8 @@ fn ttl_is_parsed_like_go_atoi() {
 fn a_deleted_and_recreated_key_does_not_inherit_the_old_expiry() {
     let n = Node::start("node0");
     let a = &n.client;
-    let r = set_ttl(a, "r", "v", "1");
+    // Long enough that the delete lands before the expiration.
+    let r = set_ttl(a, "r", "v", "3");
     let exp = parse_expiration(&exp_of(&r));
     let d = delete(a, "/v1/keys/r");
     assert_eq!(d.status, 200, "{:?}", d.body);

@@ -1836,12 +1836,14 @@ fn ttl_keys_show_expiration_and_ttl() {
 fn ttl_keys_expire_with_an_expire_event() {
     let n = Node::start("node0");
     let a = &n.client;
-    let r = put(a, "/ex", &[("value", "1"), ("ttl", "2")]);
+    // The TTLs leave the three writes ample time to land before anything expires (the
+    // index checks below count on it).
+    let r = put(a, "/ex", &[("value", "1"), ("ttl", "3")]);
     assert_eq!(r.status, 201);
     let i = midx(&r);
     let exp = r.json()["node"]["expiration"].as_str().unwrap().to_string();
     // A directory with a TTL takes its children along.
-    let r = put(a, "/exd", &[("dir", "true"), ("ttl", "2")]);
+    let r = put(a, "/exd", &[("dir", "true"), ("ttl", "3")]);
     let id = midx(&r);
     let ic = create(a, "/exd/child", "c");
     assert_eq!((id, ic), (i + 1, i + 2));

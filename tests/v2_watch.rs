@@ -532,11 +532,15 @@ fn directory_delete_and_expire_notify_watchers_below() {
     assert_eq!(v["node"]["key"], "/d");
     assert_eq!(v["node"]["dir"], true);
 
-    // Expiry of a directory with a TTL.
-    let rd = put(a, "/e", &[("dir", "true"), ("ttl", "1")]);
+    // Expiry of a directory with a TTL. The watch asks for the index after the `set` below
+    // and is open (head read, so registered) before the `set`: the expiry is delivered live.
+    // The TTL leaves the `set` ample time to land before the directory expires.
+    let rd = put(a, "/e", &[("dir", "true"), ("ttl", "3")]);
     let ie = midx(&rd);
-    set(a, "/e/k", "1");
-    let mut w = Watch::open(a, "/v2/keys/e/k?wait=true");
+    let mut w = Watch::open(a, &format!("/v2/keys/e/k?wait=true&waitIndex={}", ie + 2));
+    assert_eq!(w.status, 200);
+    let rk = set(a, "/e/k", "1");
+    assert_eq!(midx(&rk), ie + 1, "{}", rk.body);
     let e = w.event();
     let v: serde_json::Value = serde_json::from_str(&e).unwrap();
     assert_eq!(v["action"], "expire", "{e}");

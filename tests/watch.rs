@@ -500,10 +500,15 @@ fn many_watchers_are_woken_by_one_set() {
     set(a, "mm", "x");
     set(a, "other/m", "x");
     set(a, "m2/k", "x");
-    // Give every watcher time to be registered (all must still be waiting), then write once.
-    let until = Instant::now() + Duration::from_millis(500);
+    // Wait until all 30 watchers are registered (the store counts v1 watchers in its
+    // `watchers` stat), then check that none has answered and write once.
+    poll_until(Duration::from_secs(10), "30 registered watchers", || {
+        let r = get(a, "/v2/stats/store");
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        (r.json()["watchers"].as_u64() == Some(30)).then_some(())
+    });
     for w in &watchers {
-        w.assert_pending(until.saturating_duration_since(Instant::now()));
+        w.assert_pending(Duration::ZERO);
     }
     let one = set(a, "m/k", "v");
     for w in &watchers {
