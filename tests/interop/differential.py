@@ -237,8 +237,9 @@ def quiet(method, path, params=None, form=None):
     return ra, rb
 
 
-def wait_gone(path, timeout=15.0):
-    """Poll both servers until GET path is 404 (TTL expiry); bounded."""
+def wait_gone(path, timeout=15.0, report=True):
+    """Poll both servers until GET path is 404 (TTL expiry); bounded. With report=False
+    only a failure is reported (a wait that is not a check of its own)."""
     deadline = time.time() + timeout
     gone = {}
     while time.time() < deadline and len(gone) < 2:
@@ -248,12 +249,33 @@ def wait_gone(path, timeout=15.0):
                     gone[c.s.kind] = time.time()
         time.sleep(0.1)
     ok = len(gone) == 2
-    R.check("expiry of %s within %.0fs on both" % (path, timeout), ok,
-            "still present on: %s" % [c.s.kind for c in (A, B) if c.s.kind not in gone])
+    if report or not ok:
+        R.check("expiry of %s within %.0fs on both" % (path, timeout), ok,
+                "still present on: %s" % [c.s.kind for c in (A, B) if c.s.kind not in gone])
+
+
+def mark_now():
+    """{now} := the current X-Etcd-Index on each server (the next write takes now+1)."""
+    ra, rb = quiet("GET", "/v2/keys/")
+    A.vars["now"], B.vars["now"] = int(ra.header("x-etcd-index")), int(rb.header("x-etcd-index"))
+
+
+def expect_next_write(var, label):
+    """Fail-only sanity check: the write captured as {var} took index now+1 on both, as the
+    watch registered before it with waitIndex={now+2} (to skip it) assumes."""
+    bad = ["%s: %s=%s, now=%s" % (c.s.kind, var, c.vars.get(var), c.vars.get("now"))
+           for c in (A, B) if c.vars.get(var) != c.vars.get("now", -2) + 1]
+    if bad:
+        R.fail(label + "  [the write before it did not take index now+1]", "\n".join(bad))
 
 
 class Watch(object):
-    """A long-poll watch started on both servers; trigger() runs steps; finish() compares."""
+    """A long-poll watch started on both servers; trigger() runs steps; finish() compares.
+
+    The constructor returns once both watchers are registered: both servers create the
+    watcher before they send the response headers (etcd 3.4 flushes them right after
+    Watch(); ours builds the response after store.watch()), so the headers arriving is the
+    signal, not a fixed sleep."""
 
     def __init__(self, path, params, label=None, timeout=10.0, stream_events=0):
         self.path, self.params = path, params
@@ -261,39 +283,62 @@ class Watch(object):
         self.results = {}
         self.threads = []
         self.stream_events = stream_events
+        registered = []
         for ctx in (A, B):
-            t = threading.Thread(target=self._run, args=(ctx, timeout))
+            ev = threading.Event()
+            registered.append((ctx, ev))
+            t = threading.Thread(target=self._run, args=(ctx, timeout, ev))
             t.daemon = True
             t.start()
             self.threads.append(t)
-        time.sleep(0.7)  # let both register
+        deadline = time.time() + timeout
+        for ctx, ev in registered:
+            if not ev.wait(max(0.0, deadline - time.time())):
+                # finish() reports what the request ended with; say why triggers may be missed
+                print("      (watch %s: no response headers from %s within %.0fs)" % (
+                    self.label, ctx.s.kind, timeout), flush=True)
 
-    def _run(self, ctx, timeout):
+    def _run(self, ctx, timeout, registered):
         try:
-            if self.stream_events:
-                self.results[ctx.s.kind] = self._stream(ctx, timeout)
-            else:
-                self.results[ctx.s.kind] = _send(ctx, "GET", self.path, self.params, None, None,
-                                                 None, timeout)
-        except Exception as e:  # timeout etc.
+            self.results[ctx.s.kind] = self._watch(ctx, timeout, registered)
+        except Exception as e:  # refused, stream timeout etc.
             self.results[ctx.s.kind] = e
+        finally:
+            registered.set()
 
-    def _stream(self, ctx, timeout):
+    def _watch(self, ctx, timeout, registered):
         import http.client
+        import socket
         import urllib.parse
         q = urllib.parse.urlencode([(k, ctx.fill(v)) for k, v in self.params.items()])
         conn = http.client.HTTPConnection("127.0.0.1", ctx.s.client_port, timeout=timeout)
-        conn.request("GET", ctx.fill(self.path) + "?" + q)
-        r = conn.getresponse()
-        lines = []
-        while len(lines) < self.stream_events:
-            line = r.readline()
-            if not line:
-                break
-            if line.strip():
-                lines.append(line)
-        conn.close()
-        return H.Resp(r.status, r.reason, r.getheaders(), b"[" + b",".join(l.strip() for l in lines) + b"]\n")
+        try:
+            try:
+                conn.request("GET", ctx.fill(self.path) + ("?" + q if q else ""))
+                r = conn.getresponse()
+            except socket.timeout:
+                if self.stream_events:
+                    raise
+                return H.Resp(0, "", [], ("<no answer within %ss>" % timeout).encode())
+            registered.set()  # headers are in: the watcher exists on the server
+            if not self.stream_events:
+                try:
+                    body = r.read()
+                except socket.timeout:
+                    # as step() reports a request without an answer
+                    return H.Resp(0, "", [], ("<no answer within %ss>" % timeout).encode())
+                return H.Resp(r.status, r.reason, r.getheaders(), body)
+            lines = []
+            while len(lines) < self.stream_events:
+                line = r.readline()
+                if not line:
+                    break
+                if line.strip():
+                    lines.append(line)
+            return H.Resp(r.status, r.reason, r.getheaders(),
+                          b"[" + b",".join(l.strip() for l in lines) + b"]\n")
+        finally:
+            conn.close()
 
     def finish(self):
         for t in self.threads:
@@ -506,20 +551,35 @@ def run_sequence():
     step("GET", K + "/ttldir", label="update dir clears ttl: GET")
     step("PUT", K + "/ttl0", form={"value": "v", "ttl": "0"}, label="ttl=0")
     step("GET", K + "/ttl0", label="GET ttl=0 key")
-    step("PUT", K + "/exp/a", form={"value": "soon", "ttl": "1"})
-    step("PUT", K + "/exp/b", form={"value": "later", "ttl": "2"})
-    step("PUT", K + "/expdir", form={"dir": "true", "ttl": "1"})
+    # The ttl=0 key goes at the next expiry sweep (<= 0.5 s) and takes an index then: let
+    # that happen on both now, not between the writes below on one side only.
+    wait_gone(K + "/ttl0", report=False)
+    # TTLs of 3 and 4 s (not 1 and 2): the four writes below must land before the first
+    # expiry on both servers, or the two sides number their events in different orders.
+    # The watch is registered before /exp/a is written, from the index after that write:
+    # it skips the set and gets the next event on /exp/a, the expire, however late it
+    # registers relative to the expiry (and its X-Etcd-Index does not depend on timing).
+    mark_now()
+    w = Watch(K + "/exp/a", {"wait": "true", "waitIndex": "{now+2}"}, timeout=20,
+              label="watch sees expire of /exp/a")
+    step("PUT", K + "/exp/a", form={"value": "soon", "ttl": "3"}, cap={"expa": "node.modifiedIndex"})
+    expect_next_write("expa", w.label)
+    step("PUT", K + "/exp/b", form={"value": "later", "ttl": "4"})
+    step("PUT", K + "/expdir", form={"dir": "true", "ttl": "3"})
     step("PUT", K + "/expdir/child", form={"value": "c"})
-    w = Watch(K + "/exp/a", {"wait": "true"}, label="watch sees expire of /exp/a")
     wait_gone(K + "/exp/a")
     w.finish()
     wait_gone(K + "/exp/b")
     wait_gone(K + "/expdir")
     step("GET", K + "/exp", params={"recursive": "true"}, label="GET /exp after expiry")
     step("GET", K + "/expdir/child", label="child of expired dir is gone")
-    step("PUT", K + "/exp/c", form={"value": "x", "ttl": "1"}, cap={"expc": "node.modifiedIndex"})
+    # ttl=3: the set without ttl reaches both servers well before the key would expire
+    step("PUT", K + "/exp/c", form={"value": "x", "ttl": "3"}, cap={"expc": "node.modifiedIndex"})
     step("PUT", K + "/exp/c", form={"value": "keep"}, label="set without ttl before expiry keeps key")
-    time.sleep(2.2)
+    # A sentinel written after /exp/c's ttl=3 write, with the same ttl: once it has expired
+    # on a server, /exp/c's old expiry time has passed there and a sweep has run.
+    quiet("PUT", K + "/exp-sentinel", form={"value": "s", "ttl": "3"})
+    wait_gone(K + "/exp-sentinel", report=False)
     step("GET", K + "/exp/c", label="key made permanent did not expire")
 
     # --- watches -------------------------------------------------------------------------
@@ -633,8 +693,7 @@ def run_sequence():
     step("GET", K + "/edge/", params={"recursive": "true", "sorted": "true"},
          label="GET /edge/ recursive sorted (trailing slash)")
     # a watch from a future index skips the first event
-    ra, rb = quiet("GET", K + "/")
-    A.vars["now"], B.vars["now"] = int(ra.header("x-etcd-index")), int(rb.header("x-etcd-index"))
+    mark_now()
     w = Watch(K + "/edge/fut", {"wait": "true", "waitIndex": "{now+2}"}, label="watch from a future waitIndex")
     step("PUT", K + "/edge/fut", form={"value": "1"}, label="trigger (skipped): PUT /edge/fut=1")
     step("PUT", K + "/edge/fut", form={"value": "2"}, label="trigger: PUT /edge/fut=2")
@@ -642,22 +701,31 @@ def run_sequence():
     w = Watch(K + "/edge/fut", {"wait": "true", "waitIndex": "0"}, label="watch waitIndex=0 (= no index)")
     step("PUT", K + "/edge/fut", form={"value": "3"}, label="trigger: PUT /edge/fut=3")
     w.finish()
+    # Both watches are registered before the child is written; the second one from the
+    # index after that write, so it gets the child's expire whenever that comes.
+    mark_now()
     w = Watch(K + "/edge/rexp", {"wait": "true", "recursive": "true"}, label="recursive watch sees child expire")
-    step("PUT", K + "/edge/rexp/c", form={"value": "x", "ttl": "1"}, label="trigger: PUT child ttl=1")
+    w2 = Watch(K + "/edge/rexp", {"wait": "true", "recursive": "true", "waitIndex": "{now+2}"},
+               label="recursive watch sees the expire", timeout=15)
+    step("PUT", K + "/edge/rexp/c", form={"value": "x", "ttl": "2"}, label="trigger: PUT child ttl=2",
+         cap={"rexp": "node.modifiedIndex"})
+    expect_next_write("rexp", w2.label)
     w.finish()
-    w = Watch(K + "/edge/rexp", {"wait": "true", "recursive": "true"}, label="recursive watch sees the expire", timeout=15)
     wait_gone(K + "/edge/rexp/c")
-    w.finish()
+    w2.finish()
     w = Watch(K + "/edge/sdir", {"wait": "true", "recursive": "true", "stream": "true"},
               stream_events=3, label="recursive stream of three events")
     step("PUT", K + "/edge/sdir/a", form={"value": "1"}, label="trigger: PUT sdir/a")
     step("PUT", K + "/edge/sdir/b/c", form={"value": "2"}, label="trigger: PUT sdir/b/c")
     step("DELETE", K + "/edge/sdir", params={"recursive": "true"}, label="trigger: DELETE sdir")
     w.finish()
-    step("POST", K + "/edge/oq", form={"value": "x", "ttl": "1"}, label="POST in-order ttl=1",
-         cap={"oq": "node.key"})
-    w = Watch(K + "/edge/oq", {"wait": "true", "recursive": "true"}, label="in-order ttl item expires",
-              timeout=15)
+    # registered before the POST, from the index after it: gets the item's expire
+    mark_now()
+    w = Watch(K + "/edge/oq", {"wait": "true", "recursive": "true", "waitIndex": "{now+2}"},
+              label="in-order ttl item expires", timeout=15)
+    step("POST", K + "/edge/oq", form={"value": "x", "ttl": "2"}, label="POST in-order ttl=2",
+         cap={"oq": "node.key", "oqi": "node.modifiedIndex"})
+    expect_next_write("oqi", w.label)
     w.finish()
 
     # --- value sizes ---------------------------------------------------------------------

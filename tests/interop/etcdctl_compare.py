@@ -148,13 +148,55 @@ def run(args, label=None, cap=None, accept=None, timeout=15):
     return verdict(label, oa, ob, accept)
 
 
-class Background(object):
-    """The same etcdctl command running in the background on both servers."""
+def store_watchers(ctx):
+    """The server's open watcher count (/v2/stats/store "watchers"), None if unreadable."""
+    try:
+        return ctx.s.req("GET", "/v2/stats/store", timeout=5).json().get("watchers")
+    except Exception:
+        return None
 
-    def __init__(self, args, label, extra_env=None):
+
+def poll(cond, timeout, step=0.02):
+    """Poll cond() until it is true (True) or timeout seconds have passed (False)."""
+    deadline = time.time() + timeout
+    while True:
+        if cond():
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def count_lines(path, pattern=None):
+    """Non-empty lines of a file (matching the regex `pattern` if given)."""
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip() and (pattern is None or re.match(pattern, line)))
+    except OSError:
+        return 0
+
+
+def index_now(ctx):
+    return int(ctx.s.req("GET", "/v2/keys/").header("x-etcd-index"))
+
+
+class Background(object):
+    """The same etcdctl command running in the background on both servers.
+
+    etcdctl prints nothing once its watch is in place, so the signal that it is registered
+    is the server's watcher count (/v2/stats/store "watchers", kept by 3.4 and by us) going
+    up by one; the constructor returns once that happened on both (bounded)."""
+
+    def __init__(self, args, label, extra_env=None, timeout=15):
         self.label = label
         self.procs = {}
         self.files = {}
+        base = {}
+        for ctx in (A, B):
+            # the watch of an earlier (killed) command goes when the server sees its
+            # connection close: let that settle so the count is a clean baseline
+            poll(lambda: store_watchers(ctx) == 0, 5)
+            base[ctx.s.kind] = store_watchers(ctx) or 0
         for ctx in (A, B):
             d = H.tmpdir("ctl")
             out, err = open(os.path.join(d, "out"), "w+"), open(os.path.join(d, "err"), "w+")
@@ -165,14 +207,35 @@ class Background(object):
                                          stdin=subprocess.DEVNULL, start_new_session=True), group=True)
             self.procs[ctx.s.kind] = p
             self.files[ctx.s.kind] = (d, out, err)
-        time.sleep(0.8)  # let both register their watch
+        for ctx in (A, B):
+            p, n0 = self.procs[ctx.s.kind], base[ctx.s.kind]
+            ok = poll(lambda: p.poll() is not None or (store_watchers(ctx) or 0) > n0, timeout)
+            if not ok:
+                print("      (%s: no watcher registered on %s within %ss; going on)" % (
+                    label, ctx.s.kind, timeout), flush=True)
 
-    def finish(self, kill=False, timeout=10, exec_file=False):
+    def _output_path(self, kind, exec_file):
+        d = self.files[kind][0]
+        return os.path.join(d, "exec.out" if exec_file else "out")
+
+    def finish(self, kill=False, timeout=10, exec_file=False, expect=None, lines=None):
+        """kill: the command runs forever (--forever, exec-watch); wait (bounded) until each
+        side has written `expect` output lines (an int, or a function of the Ctx; only lines
+        matching the regex `lines` count if given), then kill it. Without kill it must exit
+        by itself within timeout."""
+        if kill:
+            for ctx in (A, B):
+                kind = ctx.s.kind
+                n = expect(ctx) if callable(expect) else expect
+                path = self._output_path(kind, exec_file)
+                if not poll(lambda: count_lines(path, lines) >= n, 15, 0.05):
+                    print("      (%s: %s wrote %d of %d expected lines within 15s)" % (
+                        self.label, kind, count_lines(path, lines), n), flush=True)
+            time.sleep(0.3)  # room for output beyond the expected (a bug) to show up
         res = {}
         for ctx in (A, B):
             p = self.procs[ctx.s.kind]
             if kill:
-                time.sleep(0.8)
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except OSError:
@@ -301,11 +364,14 @@ def section_watch():
     bg = Background(["watch", "--forever", "/ctl/w/k"], "watch --forever, killed after 3 events")
     for i in range(3):
         run(["set", "/ctl/w/k", "f%d" % i], label="trigger: set /ctl/w/k f%d" % i)
-    bg.finish(kill=True)
+    bg.finish(kill=True, expect=3)
+    # every write since {w0} is under /ctl/w: a watch -r after {w0} gets one event per
+    # index from w0+1 to the current index
+    since_w0 = lambda ctx: index_now(ctx) - ctx.vars["w0"]
     bg = Background(["-o", "json", "watch", "--forever", "-r", "--after-index", "{w0}", "/ctl/w"],
                     "watch --forever -r --after-index (history then live), killed")
     run(["rm", "/ctl/w/other"], label="trigger: rm /ctl/w/other")
-    bg.finish(kill=True)
+    bg.finish(kill=True, expect=since_w0, lines=r"\{")  # "[action] key" + a JSON line each
     script = 'echo "$ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE ' \
              'ETCD_WATCH_MODIFIED_INDEX=$ETCD_WATCH_MODIFIED_INDEX" >> "$INTEROP_OUT"'
     # etcdctl 3.4 takes "<key> -- <cmd>" only when a flag was given; without flags its
@@ -314,11 +380,11 @@ def section_watch():
                     "exec-watch runs the command per event (killed after 2)")
     run(["set", "/ctl/w/k", "e1"], label="trigger: set /ctl/w/k e1")
     run(["rm", "/ctl/w/k"], label="trigger: rm /ctl/w/k")
-    bg.finish(kill=True, exec_file=True)
+    bg.finish(kill=True, exec_file=True, expect=2)
     # ... and with a valued flag, only "--after-index=N -r <key> -- <cmd>" parses right.
     bg = Background(["exec-watch", "--after-index={w0}", "-r", "/ctl/w", "--", "sh", "-c", script],
                     "exec-watch -r --after-index (history), killed")
-    bg.finish(kill=True, exec_file=True)
+    bg.finish(kill=True, exec_file=True, expect=since_w0)
 
 
 def section_cluster():

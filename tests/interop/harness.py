@@ -86,41 +86,65 @@ def tmpdir(prefix):
     return d
 
 
-def free_port():
-    """A currently free loopback port (not handed out before in this process). The machine
-    may be shared, so never use fixed ports."""
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+# Ports come from 12000-19999: below Linux's ephemeral range (32768-60999 here; outgoing
+# connections take their local ports from it, so a port found free there can be grabbed by
+# any connect() before our server binds it) and disjoint from the Rust harness's 20000-31999.
+# bench/compare.sh uses fixed ports in that range: never hand those out.
+PORT_MIN, PORT_MAX = 12000, 19999
+PORT_AVOID = frozenset((12379, 12380, 14001, 17001))
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port):
+    """Nothing is bound to 127.0.0.1:port (nor to 0.0.0.0:port, which would clash too);
+    no SO_REUSEADDR, so a port still in TIME_WAIT counts as taken as well."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
         s.close()
-        if port not in _USED_PORTS and port < 60000:
+
+
+def _usable(port):
+    lo, hi = _ephemeral_range()
+    return (PORT_MIN <= port <= PORT_MAX and port not in PORT_AVOID
+            and not lo <= port <= hi and port not in _USED_PORTS)
+
+
+def free_port():
+    """A currently free loopback port from PORT_MIN-PORT_MAX, not handed out before in this
+    process. The machine may be shared, so never use fixed ports; a port can still be taken
+    between this check and the server's bind: Server.start() retries on other ports then."""
+    import random
+    for _ in range(1000):
+        port = random.randint(PORT_MIN, PORT_MAX)
+        if _usable(port) and _bindable(port):
             _USED_PORTS.add(port)
             return port
-    raise RuntimeError("no free port")
+    raise RuntimeError("no free port in %d-%d" % (PORT_MIN, PORT_MAX))
 
 
 def free_port_block(n):
     """n consecutive free ports (python-etcd's upstream tests number nodes by port)."""
     import random
-    for _ in range(500):
-        start = random.randint(20000, 50000)
-        ok = True
-        for p in range(start, start + n):
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-            if not ok or p in _USED_PORTS:
-                ok = False
-                break
-        if ok:
-            _USED_PORTS.update(range(start, start + n))
+    for _ in range(1000):
+        start = random.randint(PORT_MIN, PORT_MAX - n + 1)
+        block = range(start, start + n)
+        if all(_usable(p) for p in block) and all(_bindable(p) for p in block):
+            _USED_PORTS.update(block)
             return start
-    raise RuntimeError("no free port block")
+    raise RuntimeError("no block of %d free ports in %d-%d" % (n, PORT_MIN, PORT_MAX))
 
 
 # ---------------------------------------------------------------- HTTP
@@ -236,13 +260,31 @@ class Server(object):
                 "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", "%s=%s" % (self.name, self.peer_url)] + self.extra_args
 
-    def start(self, timeout=30.0):
-        log = open(self.log_path, "wb")
-        self.proc = track(subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, cwd=self.dir))
-        log.close()
-        self.wait_ready(timeout)
-        return self
+    def start(self, timeout=30.0, attempts=5):
+        """Start and wait until ready. A port found free by free_port() can be taken by
+        someone else before the server binds it: the server then exits at once saying
+        "address already in use", and we start it again on other ports (fresh data dir)."""
+        for attempt in range(1, attempts + 1):
+            log = open(self.log_path, "wb")
+            self.proc = track(subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, cwd=self.dir))
+            log.close()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except RuntimeError:
+                clash = (self.proc.poll() is not None
+                         and "address already in use" in self.log_tail(200).lower())
+                if not clash or attempt == attempts:
+                    raise
+            print("[harness] %s server: port %d or %d was taken before it could bind; "
+                  "retrying on other ports (attempt %d of %d)" % (
+                      self.kind, self.client_port, self.peer_port, attempt + 1, attempts),
+                  flush=True)
+            self.client_port = free_port()
+            self.peer_port = free_port()
+            self.data_dir = os.path.join(self.dir, "data-%d" % (attempt + 1))
+        raise RuntimeError("unreachable")
 
     def wait_ready(self, timeout=30.0):
         """Ready = /v2/keys answers, /version has a decided cluster version, and the store

@@ -262,18 +262,25 @@ def watch_with_index(env):
 @check
 def watch_live(env):
     c = env.client()
-    c.set("/py/wl", "old")
+    old = c.set("/py/wl", "old").modifiedIndex
+    watchers0 = c.store_stats["watchers"]
     out = {}
 
     def watcher():
         try:
-            out["ev"] = env.client().watch("/py/wl", timeout=10)
+            # index= the event after "old": a set that lands before the watch is in place
+            # is still delivered (from the history) instead of being missed
+            out["ev"] = env.client().watch("/py/wl", index=old + 1, timeout=10)
         except Exception as e:
             out["err"] = e
     t = threading.Thread(target=watcher)
     t.daemon = True
     t.start()
-    time.sleep(0.5)
+    # the watch is live once the server counts it (bounded; waitIndex covers a late one)
+    deadline = time.time() + 10
+    while (t.is_alive() and c.store_stats["watchers"] <= watchers0
+           and time.time() < deadline):
+        time.sleep(0.02)
     c.set("/py/wl", "new")
     t.join(12)
     assert "ev" in out, "no event: %r" % out.get("err")
