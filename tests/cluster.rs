@@ -10,204 +10,20 @@
 //! node's log. Every wait is a bounded poll whose duration is reported.
 
 mod common;
+#[macro_use]
+#[path = "common/cluster.rs"]
+mod cluster_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Node, Resp, form_encode, request_timeout};
-
-/// Timeout of one ordinary request made by these tests.
-const REQ: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------
-// processes
-
-/// One `etcd` process. The harness' `Node` provides the temp dir, ports, args and readiness
-/// probe; the child is kept here so a test can see how (and whether) the process exited on
-/// its own (removal, `-maxsize`).
-struct Proc {
-    node: Node,
-    child: Option<Child>,
-}
-
-impl Proc {
-    /// A v0.1-style node (`-n NAME -d DIR/NAME -c C -s P -v` + extra), not started.
-    fn prepare(name: &str, extra: &[&str]) -> Proc {
-        let mut all = vec!["-v"];
-        all.extend_from_slice(extra);
-        Proc {
-            node: Node::prepare(name, &all),
-            child: None,
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.node.name
-    }
-
-    fn client(&self) -> &str {
-        &self.node.client
-    }
-
-    fn client_url(&self) -> String {
-        format!("http://{}", self.node.client)
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://{}", self.node.peer)
-    }
-
-    fn data_dir(&self) -> String {
-        self.node
-            .dir
-            .join(&self.node.name)
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.name());
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.stderr_path())
-            .expect("open stderr log");
-        let child = Command::new(BIN)
-            .args(&self.node.args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is not running", self.name()))
-            .id()
-    }
-
-    /// `kill -SIG pid`.
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -{sig} {} failed", self.pid());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The exit status once the process has exited on its own, waiting up to `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let c = self.child.as_mut()?;
-            if let Some(st) = c.try_wait().expect("try_wait") {
-                self.child = None;
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM and wait (bounded) for the exit.
-    fn term(&mut self) -> ExitStatus {
-        self.signal("TERM");
-        match self.wait_exit(Duration::from_secs(15)) {
-            Some(st) => st,
-            None => panic!(
-                "{} did not exit within 15 s of SIGTERM\n{}",
-                self.name(),
-                self.tail(40)
-            ),
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => c.try_wait().ok().flatten().is_none(),
-            None => false,
-        }
-    }
-
-    /// Poll GET /v1/keys/ until 200 (bounded); returns how long it took.
-    fn wait_ready(&mut self, timeout: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = request_timeout(
-                self.client(),
-                "GET",
-                "/v1/keys/",
-                &[],
-                b"",
-                Duration::from_secs(3),
-            ) && r.status == 200
-            {
-                return start.elapsed();
-            }
-            if !self.running() {
-                panic!(
-                    "{} exited while starting (args {:?})\n{}",
-                    self.name(),
-                    self.node.args,
-                    self.tail(60)
-                );
-            }
-            if start.elapsed() >= timeout {
-                panic!(
-                    "{} not ready after {:?} (args {:?})\n{}",
-                    self.name(),
-                    start.elapsed(),
-                    self.node.args,
-                    self.tail(60)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The last `n` lines of the node's stderr.
-    fn tail(&self, n: usize) -> String {
-        let all = common::strip_ansi(&self.node.stderr());
-        let lines: Vec<&str> = all.lines().collect();
-        let from = lines.len().saturating_sub(n);
-        format!(
-            "--- {} ({} / {}) stderr, last {} of {} lines:\n{}",
-            self.name(),
-            self.client(),
-            self.node.peer,
-            lines.len() - from,
-            lines.len(),
-            lines[from..].join("\n")
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGKILL also ends a SIGSTOPped process.
-        self.kill9();
-    }
-}
+use cluster_common::{Load, Nodes, Proc, REQ, call, call_t, initial_cluster, leaves, listing};
+use common::{Resp, form_encode};
 
 // ---------------------------------------------------------------------------------------
 // clusters
@@ -216,24 +32,14 @@ struct Cluster {
     p: Vec<Proc>,
 }
 
-/// Panic with a message and the tail of every node's log.
-macro_rules! fail {
-    ($cl:expr, $($arg:tt)*) => {
-        {
-            // The message again after the logs: CI shows the tail of the output.
-            let msg = format!($($arg)*);
-            panic!("{msg}\n\n{}\n\nFAILED: {msg}", $cl.logs())
-        }
-    };
-}
+impl Nodes for Cluster {
+    const LEADER_TIMEOUT: Duration = REQ;
+    /// Full listings of 100,000 keys.
+    const LISTING_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Assert with the nodes' logs attached.
-macro_rules! ensure {
-    ($cl:expr, $cond:expr, $($arg:tt)*) => {
-        if !$cond {
-            fail!($cl, $($arg)*);
-        }
-    };
+    fn procs(&self) -> &[Proc] {
+        &self.p
+    }
 }
 
 impl Cluster {
@@ -258,18 +64,6 @@ impl Cluster {
         let all: Vec<usize> = (0..n).collect();
         cl.wait_views(&all, &all, Duration::from_secs(20));
         cl
-    }
-
-    fn logs(&self) -> String {
-        self.p
-            .iter()
-            .map(|p| p.tail(40))
-            .collect::<Vec<_>>()
-            .join("\n\n")
-    }
-
-    fn addr(&self, i: usize) -> &str {
-        self.p[i].client()
     }
 
     /// A form request to node `i`; a transport error fails the test with the nodes' logs.
@@ -309,64 +103,41 @@ impl Cluster {
         })
     }
 
-    /// The node whose advertised peer URL is `url`.
-    fn by_peer_url(&self, url: &str) -> Option<usize> {
-        self.p.iter().position(|p| p.peer_url() == url)
-    }
-
-    /// Poll until every node of `ask` names the same leader, one of `ask`; returns it.
-    fn leader(&self, ask: &[usize], timeout: Duration) -> (usize, Duration) {
-        self.poll(timeout, "a leader all nodes agree on", || {
-            let mut seen = None;
-            for &i in ask {
-                let r = call(self.addr(i), "GET", "/v1/leader", &[], "")?;
-                if r.status != 200 {
-                    return Err(format!(
-                        "{}: /v1/leader {} {}",
-                        self.p[i].name(),
-                        r.status,
-                        r.body
-                    ));
-                }
-                match &seen {
-                    None => seen = Some(r.body),
-                    Some(s) if *s != r.body => {
-                        return Err(format!("leaders differ: {s} vs {}", r.body));
-                    }
-                    _ => {}
-                }
-            }
-            let url = seen.unwrap_or_default();
-            match self.by_peer_url(&url) {
-                Some(l) if ask.contains(&l) => Ok(l),
-                _ => Err(format!("leader {url} is not among the live nodes")),
-            }
-        })
-    }
-
-    /// Poll `f` (every 20 ms) until Ok, up to `timeout`; panics with the last error, the
-    /// time spent and the nodes' logs.
-    fn poll<T>(
+    /// The same request (`send(node)`) to the leader `l`, then to the follower `f`: the
+    /// leader must answer `status`, the follower exactly the same (status, body,
+    /// X-Etcd-Index). Returns the leader's answer.
+    fn same_as_leader(
         &self,
-        timeout: Duration,
         what: &str,
-        mut f: impl FnMut() -> Result<T, String>,
-    ) -> (T, Duration) {
-        let start = Instant::now();
-        loop {
-            let err = match f() {
-                Ok(v) => return (v, start.elapsed()),
-                Err(e) => e,
-            };
-            if start.elapsed() >= timeout {
-                fail!(
-                    self,
-                    "timed out after {:?} waiting for {what}; last: {err}",
-                    start.elapsed()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        l: usize,
+        f: usize,
+        status: u16,
+        send: impl Fn(usize) -> Resp,
+    ) -> Resp {
+        let on_leader = send(l);
+        let on_follower = send(f);
+        ensure!(
+            self,
+            on_leader.status == status,
+            "{what} on the leader: {} {}",
+            on_leader.status,
+            on_leader.body
+        );
+        let answer = |r: &Resp| {
+            (
+                r.status,
+                r.body.clone(),
+                r.header("x-etcd-index").map(str::to_string),
+            )
+        };
+        ensure!(
+            self,
+            answer(&on_follower) == answer(&on_leader),
+            "{what}: follower {:?} vs leader {:?}",
+            answer(&on_follower),
+            answer(&on_leader)
+        );
+        on_leader
     }
 
     /// Poll until the cluster views agree (see [`Cluster::views`]).
@@ -570,96 +341,13 @@ impl Cluster {
         }
         Ok(leader)
     }
-
-    /// Poll until the full sorted recursive listing of `path` is the same on every node of
-    /// `ask`; returns it (and the time it took).
-    fn converge(&self, ask: &[usize], path: &str, timeout: Duration) -> (String, Duration) {
-        self.poll(timeout, &format!("{path} to be the same on every node"), || {
-            let mut bodies = Vec::new();
-            for &i in ask {
-                bodies.push((i, listing(self.addr(i), path)?));
-            }
-            let (i0, b0) = &bodies[0];
-            for (i, b) in &bodies[1..] {
-                if b != b0 {
-                    return Err(format!(
-                        "{} and {} differ ({} vs {} bytes), first difference at byte {}: {:?} vs {:?}",
-                        self.p[*i0].name(),
-                        self.p[*i].name(),
-                        b0.len(),
-                        b.len(),
-                        first_diff(b0, b),
-                        snippet(b0, first_diff(b0, b)),
-                        snippet(b, first_diff(b0, b)),
-                    ));
-                }
-            }
-            Ok(b0.clone())
-        })
-    }
-}
-
-fn first_diff(a: &str, b: &str) -> usize {
-    a.bytes()
-        .zip(b.bytes())
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(b.len()))
-}
-
-fn snippet(s: &str, at: usize) -> String {
-    let from = at.saturating_sub(60);
-    let to = (at + 60).min(s.len());
-    String::from_utf8_lossy(&s.as_bytes()[from..to]).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------
 // requests
 
-/// One request, 10 s timeout, errors as text.
-fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<Resp, String> {
-    request_timeout(addr, method, path, headers, body.as_bytes(), REQ)
-        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
-}
-
-fn call_t(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> Result<Resp, String> {
-    let headers: &[(&str, &str)] = if body.is_empty() {
-        &[]
-    } else {
-        &[("Content-Type", "application/x-www-form-urlencoded")]
-    };
-    request_timeout(addr, method, path, headers, body.as_bytes(), timeout)
-        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
-}
-
 fn parse(r: &Resp) -> Result<serde_json::Value, String> {
     serde_json::from_str(&r.body).map_err(|e| format!("not JSON ({e}): {} {:?}", r.status, r.body))
-}
-
-/// `GET /v2/keys<path>?recursive=true&sorted=true` -> body (200 only).
-fn listing(addr: &str, path: &str) -> Result<String, String> {
-    let r = call_t(
-        addr,
-        "GET",
-        &format!("/v2/keys{path}?recursive=true&sorted=true"),
-        "",
-        Duration::from_secs(30),
-    )?;
-    if r.status != 200 {
-        return Err(format!("GET {path} on {addr}: {} {}", r.status, r.body));
-    }
-    Ok(r.body)
 }
 
 /// The value of a Prometheus sample in `/metrics`.
@@ -1080,40 +768,15 @@ fn restarted_member_rejoins_without_c() {
 fn initial_cluster_and_members_api() {
     let names = ["a", "b", "c", "d"];
     let mut procs: Vec<Proc> = names.iter().map(|n| Proc::prepare(n, &[])).collect();
-    let cluster_list = |upto: usize, procs: &[Proc]| {
-        procs[..upto]
-            .iter()
-            .map(|p| format!("{}={}", p.name(), p.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let initial3 = cluster_list(3, &procs);
-    let initial4 = cluster_list(4, &procs);
+    let initial3 = initial_cluster(&procs[..3]);
+    let initial4 = initial_cluster(&procs);
     for (i, p) in procs.iter_mut().enumerate() {
         let (initial, state) = if i < 3 {
             (&initial3, "new")
         } else {
             (&initial4, "existing")
         };
-        p.node.args = vec![
-            "-v".into(),
-            "--name".into(),
-            p.node.name.clone(),
-            "--data-dir".into(),
-            p.data_dir(),
-            "--listen-client-urls".into(),
-            p.client_url(),
-            "--advertise-client-urls".into(),
-            p.client_url(),
-            "--listen-peer-urls".into(),
-            p.peer_url(),
-            "--initial-advertise-peer-urls".into(),
-            p.peer_url(),
-            "--initial-cluster".into(),
-            initial.clone(),
-            "--initial-cluster-state".into(),
-            state.into(),
-        ];
+        p.node.args = p.v2_args(&p.peer_url(), initial, state);
     }
     for p in procs.iter_mut().take(3) {
         p.spawn();
@@ -1389,55 +1052,28 @@ fn follower_writes_are_forwarded_and_answered_like_the_leader() {
         format!(r#"{{"action":"SET","key":"/fw/a","prevValue":"3","value":"4","index":{idx}}}"#),
     );
     // A failed TestAndSet: same error from a follower as from the leader.
-    let on_leader = cl.form(
-        la,
-        "POST",
-        "/v1/keys/fw/a",
-        &[("prevValue", "nope"), ("value", "5")],
-    );
-    let on_follower = cl.form(
-        f2,
-        "POST",
-        "/v1/keys/fw/a",
-        &[("prevValue", "nope"), ("value", "5")],
-    );
-    ensure!(
-        cl,
-        on_leader.status == 412,
-        "v1 failed TestAndSet on the leader: {} {}",
-        on_leader.status,
-        on_leader.body
-    );
+    let on_leader = cl.same_as_leader("v1 failed TestAndSet", la, f2, 412, |i| {
+        cl.form(
+            i,
+            "POST",
+            "/v1/keys/fw/a",
+            &[("prevValue", "nope"), ("value", "5")],
+        )
+    });
     ensure!(
         cl,
         parse(&on_leader).unwrap()["errorCode"] == 101,
         "{}",
         on_leader.body
     );
-    ensure!(
-        cl,
-        (on_follower.status, &on_follower.body) == (on_leader.status, &on_leader.body),
-        "failed TestAndSet: follower {} {:?} vs leader {} {:?}",
-        on_follower.status,
-        on_follower.body,
-        on_leader.status,
-        on_leader.body
-    );
     // Validated locally, like the leader does.
-    let on_leader = cl.req(la, "POST", "/v1/keys/fw/b", &[], "");
-    let on_follower = cl.req(f1, "POST", "/v1/keys/fw/b", &[], "");
+    let on_leader = cl.same_as_leader("v1 POST without value", la, f1, 400, |i| {
+        cl.req(i, "POST", "/v1/keys/fw/b", &[], "")
+    });
     ensure!(
         cl,
-        on_leader.status == 400 && parse(&on_leader).unwrap()["errorCode"] == 200,
+        parse(&on_leader).unwrap()["errorCode"] == 200,
         "{}",
-        on_leader.body
-    );
-    ensure!(
-        cl,
-        (on_follower.status, &on_follower.body) == (on_leader.status, &on_leader.body),
-        "POST without value: follower {} {:?} vs leader {:?}",
-        on_follower.status,
-        on_follower.body,
         on_leader.body
     );
     idx += 1;
@@ -1449,23 +1085,9 @@ fn follower_writes_are_forwarded_and_answered_like_the_leader() {
         200,
         format!(r#"{{"action":"DELETE","key":"/fw/a","prevValue":"4","index":{idx}}}"#),
     );
-    let on_leader = cl.req(la, "DELETE", "/v1/keys/fw/a", &[], "");
-    let on_follower = cl.req(f1, "DELETE", "/v1/keys/fw/a", &[], "");
-    ensure!(
-        cl,
-        on_leader.status == 404,
-        "v1 delete of a missing key: {} {}",
-        on_leader.status,
-        on_leader.body
-    );
-    ensure!(
-        cl,
-        (on_follower.status, &on_follower.body) == (on_leader.status, &on_leader.body),
-        "missing delete: follower {} {:?} vs leader {:?}",
-        on_follower.status,
-        on_follower.body,
-        on_leader.body
-    );
+    cl.same_as_leader("v1 delete of a missing key", la, f1, 404, |i| {
+        cl.req(i, "DELETE", "/v1/keys/fw/a", &[], "")
+    });
 
     // v2.
     let check_v2 =
@@ -1550,34 +1172,9 @@ fn follower_writes_are_forwarded_and_answered_like_the_leader() {
             vec![("prevIndex", "1"), ("value", "c")],
         ),
     ] {
-        let on_leader = cl.form(la, "PUT", "/v2/keys/fw2/x", &pairs);
-        let on_follower = cl.form(f1, "PUT", "/v2/keys/fw2/x", &pairs);
-        ensure!(
-            cl,
-            on_leader.status == 412,
-            "{what} on the leader: {} {}",
-            on_leader.status,
-            on_leader.body
-        );
-        ensure!(
-            cl,
-            (
-                on_follower.status,
-                &on_follower.body,
-                on_follower.header("x-etcd-index")
-            ) == (
-                on_leader.status,
-                &on_leader.body,
-                on_leader.header("x-etcd-index")
-            ),
-            "{what}: follower {} {:?} {:?} vs leader {} {:?} {:?}",
-            on_follower.status,
-            on_follower.body,
-            on_follower.header("x-etcd-index"),
-            on_leader.status,
-            on_leader.body,
-            on_leader.header("x-etcd-index")
-        );
+        cl.same_as_leader(what, la, f1, 412, |i| {
+            cl.form(i, "PUT", "/v2/keys/fw2/x", &pairs)
+        });
     }
     // In-order keys from every node: consecutive indexes, listed in order.
     let mut queued = Vec::new();
@@ -1620,23 +1217,9 @@ fn follower_writes_are_forwarded_and_answered_like_the_leader() {
         serde_json::json!({"action":"delete","node":{"key":"/fw2/x","modifiedIndex":idx,"createdIndex":idx-8},"prevNode":{"key":"/fw2/x","value":"b","modifiedIndex":idx-7,"createdIndex":idx-8}}),
         idx,
     );
-    let on_leader = cl.req(la, "DELETE", "/v2/keys/fw2/x", &[], "");
-    let on_follower = cl.req(f1, "DELETE", "/v2/keys/fw2/x", &[], "");
-    ensure!(
-        cl,
-        on_leader.status == 404,
-        "delete missing: {} {}",
-        on_leader.status,
-        on_leader.body
-    );
-    ensure!(
-        cl,
-        (on_follower.status, &on_follower.body) == (on_leader.status, &on_leader.body),
-        "missing delete: follower {} {:?} vs leader {:?}",
-        on_follower.status,
-        on_follower.body,
-        on_leader.body
-    );
+    cl.same_as_leader("v2 delete of a missing key", la, f1, 404, |i| {
+        cl.req(i, "DELETE", "/v2/keys/fw2/x", &[], "")
+    });
     // The same store everywhere.
     cl.converge(&[0, 1, 2], "/", Duration::from_secs(10));
     eprintln!("indexes {i0}..={idx} consecutive across v1/v2, leader and followers");
@@ -1686,81 +1269,9 @@ fn quorum_reads_on_followers_are_linearizable() {
     eprintln!("{rounds} write/quorum-read rounds in {:?}", start.elapsed());
 }
 
-/// Background writers on every node record what was acknowledged. Writes a key per request.
-struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<Vec<(String, String)>>>,
-}
-
-impl Load {
-    fn start(addrs: &[String], prefix: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = addrs
-            .iter()
-            .enumerate()
-            .map(|(w, a)| {
-                let (a, stop, prefix) = (a.clone(), stop.clone(), prefix.to_string());
-                thread::spawn(move || {
-                    let mut acked = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = format!("{prefix}/w{w}/{i:05}");
-                        let value = format!("{w}-{i}");
-                        i += 1;
-                        let body = form_encode(&[("value", &value)]);
-                        match call_t(&a, "PUT", &format!("/v2/keys{key}"), &body, REQ) {
-                            Ok(r) if r.status == 201 => {
-                                let v: serde_json::Value =
-                                    serde_json::from_str(&r.body).unwrap_or_default();
-                                assert_eq!(
-                                    v["node"]["key"],
-                                    key.as_str(),
-                                    "ack for another key: {}",
-                                    r.body
-                                );
-                                assert_eq!(
-                                    v["node"]["value"],
-                                    value.as_str(),
-                                    "ack with another value: {}",
-                                    r.body
-                                );
-                                acked.push((key, value));
-                            }
-                            _ => thread::sleep(Duration::from_millis(20)),
-                        }
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    acked
-                })
-            })
-            .collect();
-        Load { stop, handles }
-    }
-
-    fn finish(self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("load thread"))
-            .collect()
-    }
-}
-
 /// Check that every acknowledged write is in a recursive listing body.
 fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]) {
-    let v: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|e| fail!(cl, "listing: {e}"));
-    let mut have = BTreeMap::new();
-    fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        if let Some(children) = v.get("nodes").and_then(|n| n.as_array()) {
-            for c in children {
-                walk(c, out);
-            }
-        } else if let (Some(k), Some(val)) = (v["key"].as_str(), v["value"].as_str()) {
-            out.insert(k.to_string(), val.to_string());
-        }
-    }
-    walk(&v["node"], &mut have);
+    let have = leaves(body).unwrap_or_else(|e| fail!(cl, "{e}"));
     let lost: Vec<&(String, String)> = acked
         .iter()
         .filter(|(k, val)| have.get(k) != Some(val))
@@ -1784,7 +1295,13 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
     let old = cl.leader(&[0, 1, 2], Duration::from_secs(10)).0;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
-    let load = Load::start(&addrs, "/load");
+    let load = Load::start(
+        &addrs,
+        "/load",
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        true,
+    );
     thread::sleep(Duration::from_millis(700));
     cl.p[old].kill9();
     let killed = Instant::now();
@@ -1857,26 +1374,7 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
     }
     let expect_300 =
         |cl: &Cluster, node: usize, what: &str, method: &str, path: &str, body: &str| {
-            let start = Instant::now();
-            let r = call_t(cl.addr(node), method, path, body, Duration::from_secs(15))
-                .unwrap_or_else(|e| fail!(cl, "{what} on {} (no quorum): {e}", cl.p[node].name()));
-            let took = start.elapsed();
-            let code = serde_json::from_str::<serde_json::Value>(&r.body)
-                .ok()
-                .map(|v| v["errorCode"].clone());
-            ensure!(
-                cl,
-                r.status == 500 && code == Some(serde_json::json!(300)),
-                "{what} on {} without quorum: got {} {:?} after {took:?}, want 500 errorCode 300",
-                cl.p[node].name(),
-                r.status,
-                r.body
-            );
-            ensure!(
-                cl,
-                took < Duration::from_secs(10),
-                "{what}: error 300 only after {took:?}"
-            );
+            let took = cl.expect_300(node, what, method, path, body);
             eprintln!(
                 "{what} on {} without quorum: 300 after {took:?}",
                 cl.p[node].name()
@@ -1986,18 +1484,10 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
         "/v2/keys/q/d1/0?quorum=true",
         "",
     );
-    let (_, took) = cl.poll(
-        Duration::from_secs(10),
+    let took = cl.wait_no_leader(
+        s,
         "/v1/leader to report the election (301)",
-        || {
-            let r = call(cl.addr(s), "GET", "/v1/leader", &[], "")?;
-            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-            if r.status == 500 && v["errorCode"] == 301 {
-                Ok(())
-            } else {
-                Err(format!("{} {:?}", r.status, r.body))
-            }
-        },
+        Duration::from_secs(10),
     );
     eprintln!("lone follower reports 301 after {took:?}");
     let r = cl.get(s, "/v2/keys/q/d2/9");
@@ -2195,7 +1685,9 @@ fn new_member_joins_cluster_with_many_keys() {
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let addr = cl.addr(i).to_string();
-                thread::spawn(move || listing(&addr, "/big").map(|b| b.len()))
+                thread::spawn(move || {
+                    listing(&addr, "/big", Cluster::LISTING_TIMEOUT).map(|b| b.len())
+                })
             })
             .collect();
         for r in readers {

@@ -17,20 +17,20 @@
 //! prints every connection whose opener could not be identified.
 
 mod common;
+#[macro_use]
+#[path = "common/cluster.rs"]
+mod cluster_common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Node, Resp, form_encode, free_port, request_timeout};
-
-const REQ: Duration = Duration::from_secs(10);
+use cluster_common::{Load, Nodes, Proc, REQ, call_t, initial_cluster, leaves};
+use common::{form_encode, free_port, probe_ready};
 
 // ---------------------------------------------------------------------------------------
 // the proxies
@@ -339,74 +339,7 @@ fn opener(client_port: u16, proxy_port: u16, pids: &[Option<u32>]) -> Option<usi
 }
 
 // ---------------------------------------------------------------------------------------
-// processes
-
-struct Proc {
-    node: Node,
-    /// The real peer listener (the advertised one, `node.peer`, is the proxy).
-    real_peer: String,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn name(&self) -> &str {
-        &self.node.name
-    }
-
-    fn client(&self) -> &str {
-        &self.node.client
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://{}", self.node.peer)
-    }
-
-    fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.stderr_path())
-            .expect("open stderr log");
-        let child = Command::new(BIN)
-            .args(&self.node.args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let all = common::strip_ansi(&self.node.stderr());
-        let lines: Vec<&str> = all.lines().collect();
-        let from = lines.len().saturating_sub(n);
-        format!(
-            "--- {} (client {}, peer {} via proxy {}) stderr, last {} of {} lines:\n{}",
-            self.name(),
-            self.client(),
-            self.real_peer,
-            self.node.peer,
-            lines.len() - from,
-            lines.len(),
-            lines[from..].join("\n")
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+// the cluster
 
 /// Three nodes behind proxies. Dropped in field order: the processes first, then the
 /// proxies.
@@ -415,22 +348,17 @@ struct Cluster {
     net: Net,
 }
 
-macro_rules! fail {
-    ($cl:expr, $($arg:tt)*) => {
-        {
-            // The message again after the logs: CI shows the tail of the output.
-            let msg = format!($($arg)*);
-            panic!("{msg}\n\n{}\n\nFAILED: {msg}", $cl.logs())
-        }
-    };
-}
+impl Nodes for Cluster {
+    const LEADER_TIMEOUT: Duration = Duration::from_secs(3);
+    const LISTING_TIMEOUT: Duration = REQ;
 
-macro_rules! ensure {
-    ($cl:expr, $cond:expr, $($arg:tt)*) => {
-        if !$cond {
-            fail!($cl, $($arg)*);
-        }
-    };
+    fn procs(&self) -> &[Proc] {
+        &self.p
+    }
+
+    fn report(&self) -> Option<String> {
+        Some(self.net.stats())
+    }
 }
 
 /// How the nodes are started.
@@ -443,64 +371,29 @@ enum Style {
     V01,
 }
 
+const ALL: [usize; 3] = [0, 1, 2];
+
 impl Cluster {
     fn start(style: Style) -> Cluster {
+        // Each node advertises its proxy (`node.peer`) and listens on `real_peer`.
         let mut p: Vec<Proc> = (1..=3)
-            .map(|i| Proc {
-                node: Node::prepare(&format!("n{i}"), &[]),
-                real_peer: format!("127.0.0.1:{}", free_port()),
-                child: None,
+            .map(|i| {
+                let real_peer = format!("127.0.0.1:{}", free_port());
+                let mut x = Proc::prepare(&format!("n{i}"), &["-peer-bind-addr", &real_peer]);
+                x.real_peer = real_peer;
+                x
             })
             .collect();
-        let initial = p
-            .iter()
-            .map(|p| format!("{}={}", p.name(), p.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = initial_cluster(&p);
         let first_proxy = p[0].node.peer.clone();
         for (i, x) in p.iter_mut().enumerate() {
-            let data = x.node.dir.join(&x.node.name).to_string_lossy().into_owned();
-            let client_url = format!("http://{}", x.node.client);
-            x.node.args = match style {
-                Style::V2 => vec![
-                    "-v".into(),
-                    "--name".into(),
-                    x.node.name.clone(),
-                    "--data-dir".into(),
-                    data,
-                    "--listen-client-urls".into(),
-                    client_url.clone(),
-                    "--advertise-client-urls".into(),
-                    client_url,
-                    "--listen-peer-urls".into(),
-                    format!("http://{}", x.real_peer),
-                    "--initial-advertise-peer-urls".into(),
-                    format!("http://{}", x.node.peer),
-                    "--initial-cluster".into(),
-                    initial.clone(),
-                    "--initial-cluster-state".into(),
-                    "new".into(),
-                ],
-                Style::V01 => {
-                    let mut a: Vec<String> = vec![
-                        "-v".into(),
-                        "-n".into(),
-                        x.node.name.clone(),
-                        "-d".into(),
-                        data,
-                        "-c".into(),
-                        x.node.client.clone(),
-                        "-s".into(),
-                        x.node.peer.clone(),
-                        "-peer-bind-addr".into(),
-                        x.real_peer.clone(),
-                    ];
-                    if i > 0 {
-                        a.extend(["-C".into(), first_proxy.clone()]);
-                    }
-                    a
+            match style {
+                Style::V2 => {
+                    x.node.args = x.v2_args(&format!("http://{}", x.real_peer), &initial, "new");
                 }
-            };
+                Style::V01 if i > 0 => x.node.args.extend(["-C".into(), first_proxy.clone()]),
+                Style::V01 => {}
+            }
         }
         let pairs: Vec<(String, String)> = p
             .iter()
@@ -512,7 +405,7 @@ impl Cluster {
             Style::V2 => {
                 for i in 0..3 {
                     cl.p[i].spawn();
-                    cl.net.set_pid(i, cl.p[i].pid());
+                    cl.net.set_pid(i, Some(cl.p[i].pid()));
                 }
                 for i in 0..3 {
                     cl.wait_ready(i);
@@ -520,18 +413,18 @@ impl Cluster {
             }
             Style::V01 => {
                 cl.p[0].spawn();
-                cl.net.set_pid(0, cl.p[0].pid());
+                cl.net.set_pid(0, Some(cl.p[0].pid()));
                 cl.wait_ready(0);
                 for i in 1..3 {
                     cl.p[i].spawn();
-                    cl.net.set_pid(i, cl.p[i].pid());
+                    cl.net.set_pid(i, Some(cl.p[i].pid()));
                 }
                 for i in 1..3 {
                     cl.wait_ready(i);
                 }
             }
         }
-        cl.leader(&[0, 1, 2], Duration::from_secs(20));
+        cl.leader(&ALL, Duration::from_secs(20));
         cl
     }
 
@@ -539,94 +432,15 @@ impl Cluster {
         self.poll(
             Duration::from_secs(30),
             &format!("{} to be ready", self.p[i].name()),
-            || {
-                let r = call(self.addr(i), "GET", "/v1/keys/", "", Duration::from_secs(3))?;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("{} {}", r.status, r.body))
-                }
-            },
+            || probe_ready(self.addr(i), Duration::from_secs(3)),
         );
-    }
-
-    fn logs(&self) -> String {
-        let mut s: Vec<String> = self.p.iter().map(|p| p.tail(40)).collect();
-        s.push(self.net.stats());
-        s.join("\n\n")
-    }
-
-    fn addr(&self, i: usize) -> &str {
-        self.p[i].client()
-    }
-
-    fn poll<T>(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut f: impl FnMut() -> Result<T, String>,
-    ) -> (T, Duration) {
-        let start = Instant::now();
-        loop {
-            let err = match f() {
-                Ok(v) => return (v, start.elapsed()),
-                Err(e) => e,
-            };
-            if start.elapsed() >= timeout {
-                fail!(
-                    self,
-                    "timed out after {:?} waiting for {what}; last: {err}",
-                    start.elapsed()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Poll until every node of `ask` names the same leader, one of `ask`.
-    fn leader(&self, ask: &[usize], timeout: Duration) -> (usize, Duration) {
-        self.poll(timeout, "a leader the nodes agree on", || {
-            let mut seen: Option<String> = None;
-            for &i in ask {
-                let r = call(
-                    self.addr(i),
-                    "GET",
-                    "/v1/leader",
-                    "",
-                    Duration::from_secs(3),
-                )?;
-                if r.status != 200 {
-                    return Err(format!(
-                        "{}: /v1/leader {} {}",
-                        self.p[i].name(),
-                        r.status,
-                        r.body
-                    ));
-                }
-                if let Some(s) = &seen
-                    && *s != r.body
-                {
-                    return Err(format!(
-                        "leaders differ: {s} vs {} ({})",
-                        r.body,
-                        self.p[i].name()
-                    ));
-                }
-                seen = Some(r.body);
-            }
-            let url = seen.unwrap_or_default();
-            match self.p.iter().position(|p| p.peer_url() == url) {
-                Some(l) if ask.contains(&l) => Ok(l),
-                _ => Err(format!("leader {url} is not one of the nodes asked")),
-            }
-        })
     }
 
     /// A write that must succeed within `within`.
     fn write_ok(&self, i: usize, key: &str, value: &str, within: Duration) -> Duration {
         let start = Instant::now();
         let body = form_encode(&[("value", value)]);
-        let r = call(
+        let r = call_t(
             self.addr(i),
             "PUT",
             &format!("/v2/keys{key}"),
@@ -646,76 +460,11 @@ impl Cluster {
         took
     }
 
-    /// A request to node `i` that must fail with error 300 (HTTP 500) within 10 s.
-    fn expect_300(&self, i: usize, what: &str, method: &str, path: &str, body: &str) -> Duration {
-        let start = Instant::now();
-        let r =
-            call(self.addr(i), method, path, body, Duration::from_secs(15)).unwrap_or_else(|e| {
-                fail!(
-                    self,
-                    "{what} on cut-off {}: {e} (after {:?})",
-                    self.p[i].name(),
-                    start.elapsed()
-                )
-            });
-        let took = start.elapsed();
-        let code = serde_json::from_str::<serde_json::Value>(&r.body)
-            .ok()
-            .map(|v| v["errorCode"].clone());
-        ensure!(
-            self,
-            r.status == 500 && code == Some(serde_json::json!(300)),
-            "{what} on cut-off {}: got {} {:?} after {took:?}, want 500 with errorCode 300",
-            self.p[i].name(),
-            r.status,
-            r.body
-        );
-        ensure!(
-            self,
-            took < Duration::from_secs(10),
-            "{what} on cut-off {}: error only after {took:?}",
-            self.p[i].name()
-        );
-        took
-    }
-
-    /// Poll until the full sorted recursive listing is the same on all three nodes.
-    fn converge(&self, timeout: Duration) -> (String, Duration) {
-        self.poll(timeout, "the same store on every node", || {
-            let mut bodies = Vec::new();
-            for i in 0..3 {
-                let r = call(
-                    self.addr(i),
-                    "GET",
-                    "/v2/keys/?recursive=true&sorted=true",
-                    "",
-                    REQ,
-                )?;
-                if r.status != 200 {
-                    return Err(format!("{}: {} {}", self.p[i].name(), r.status, r.body));
-                }
-                bodies.push(r.body);
-            }
-            for i in 1..3 {
-                if bodies[i] != bodies[0] {
-                    return Err(format!(
-                        "{} and {} differ: {} vs {} bytes",
-                        self.p[0].name(),
-                        self.p[i].name(),
-                        bodies[0].len(),
-                        bodies[i].len()
-                    ));
-                }
-            }
-            Ok(bodies.swap_remove(0))
-        })
-    }
-
     /// Every key must be absent on every node.
     fn absent(&self, keys: &[&str]) {
         for k in keys {
             for i in 0..3 {
-                let r = call(self.addr(i), "GET", &format!("/v2/keys{k}"), "", REQ)
+                let r = call_t(self.addr(i), "GET", &format!("/v2/keys{k}"), "", REQ)
                     .unwrap_or_else(|e| fail!(self, "{e}"));
                 ensure!(
                     self,
@@ -730,39 +479,6 @@ impl Cluster {
     }
 }
 
-fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> Result<Resp, String> {
-    let headers: &[(&str, &str)] = if body.is_empty() {
-        &[]
-    } else {
-        &[("Content-Type", "application/x-www-form-urlencoded")]
-    };
-    request_timeout(addr, method, path, headers, body.as_bytes(), timeout)
-        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
-}
-
-/// Keys and values of every leaf in a listing body.
-fn leaves(body: &str) -> BTreeMap<String, String> {
-    fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        if let Some(children) = v.get("nodes").and_then(|n| n.as_array()) {
-            for c in children {
-                walk(c, out);
-            }
-        } else if let (Some(k), Some(val)) = (v["key"].as_str(), v["value"].as_str()) {
-            out.insert(k.to_string(), val.to_string());
-        }
-    }
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    walk(&v["node"], &mut out);
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // tests
 
@@ -772,13 +488,13 @@ fn leaves(body: &str) -> BTreeMap<String, String> {
 #[test]
 fn cut_off_follower_cannot_commit_and_converges_after_heal() {
     let cl = Cluster::start(Style::V2);
-    let l = cl.leader(&[0, 1, 2], Duration::from_secs(10)).0;
+    let l = cl.leader(&ALL, Duration::from_secs(10)).0;
     let f = (0..3).find(|&i| i != l).unwrap();
     let other = (0..3).find(|&i| i != l && i != f).unwrap();
     for i in 0..5 {
         cl.write_ok(i % 3, &format!("/p/before{i}"), "b", REQ);
     }
-    cl.converge(Duration::from_secs(10));
+    cl.converge(&ALL, "/", Duration::from_secs(10));
 
     cl.net.cut(f);
     let cut_at = Instant::now();
@@ -792,11 +508,29 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
         "{} cut off: 20 majority writes, slowest {worst:?}",
         cl.p[f].name()
     );
-    let t1 = cl.expect_300(f, "v2 PUT", "PUT", "/v2/keys/p/minority1", "value=x");
-    let t2 = cl.expect_300(f, "v1 set", "POST", "/v1/keys/p/minority2", "value=x");
-    let t3 = cl.expect_300(f, "quorum GET", "GET", "/v2/keys/p/before0?quorum=true", "");
-    let r =
-        call(cl.addr(f), "GET", "/v2/keys/p/before0", "", REQ).unwrap_or_else(|e| fail!(cl, "{e}"));
+    let t1 = cl.expect_300(
+        f,
+        "v2 PUT (cut off)",
+        "PUT",
+        "/v2/keys/p/minority1",
+        "value=x",
+    );
+    let t2 = cl.expect_300(
+        f,
+        "v1 set (cut off)",
+        "POST",
+        "/v1/keys/p/minority2",
+        "value=x",
+    );
+    let t3 = cl.expect_300(
+        f,
+        "quorum GET (cut off)",
+        "GET",
+        "/v2/keys/p/before0?quorum=true",
+        "",
+    );
+    let r = call_t(cl.addr(f), "GET", "/v2/keys/p/before0", "", REQ)
+        .unwrap_or_else(|e| fail!(cl, "{e}"));
     ensure!(
         cl,
         r.status == 200,
@@ -809,22 +543,14 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
     );
     // Once its election timer fires it knows no leader (301), and a write now waits for
     // one, in vain: 300 again, still within the bound.
-    let (_, took) = cl.poll(
-        Duration::from_secs(5),
+    let took = cl.wait_no_leader(
+        f,
         "the cut-off node to report no leader (301)",
-        || {
-            let r = call(cl.addr(f), "GET", "/v1/leader", "", REQ)?;
-            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-            if r.status == 500 && v["errorCode"] == 301 {
-                Ok(())
-            } else {
-                Err(format!("{} {:?}", r.status, r.body))
-            }
-        },
+        Duration::from_secs(5),
     );
     let t4 = cl.expect_300(
         f,
-        "v2 PUT with no leader known",
+        "v2 PUT (cut off, no leader known)",
         "PUT",
         "/v2/keys/p/minority3",
         "value=x",
@@ -835,8 +561,8 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
 
     cl.net.heal(f);
     let healed = Instant::now();
-    let (body, took) = cl.converge(Duration::from_secs(30));
-    let have = leaves(&body);
+    let (body, took) = cl.converge(&ALL, "/", Duration::from_secs(30));
+    let have = leaves(&body).unwrap_or_else(|e| fail!(cl, "{e}"));
     for i in 0..20 {
         ensure!(
             cl,
@@ -845,7 +571,7 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
         );
     }
     cl.absent(&["/p/minority1", "/p/minority2", "/p/minority3"]);
-    let (l2, _) = cl.leader(&[0, 1, 2], Duration::from_secs(10));
+    let (l2, _) = cl.leader(&ALL, Duration::from_secs(10));
     cl.write_ok(f, "/p/after", "a", REQ);
     eprintln!(
         "healed after {:?} cut: converged in {took:?}, leader {}, {} keys; {}",
@@ -862,12 +588,12 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
 #[test]
 fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
     let cl = Cluster::start(Style::V01);
-    let old = cl.leader(&[0, 1, 2], Duration::from_secs(10)).0;
+    let old = cl.leader(&ALL, Duration::from_secs(10)).0;
     let rest: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     for i in 0..5 {
         cl.write_ok(i % 3, &format!("/pl/before{i}"), "b", REQ);
     }
-    cl.converge(Duration::from_secs(10));
+    cl.converge(&ALL, "/", Duration::from_secs(10));
 
     cl.net.cut(old);
     let (new, took) = cl.leader(&rest, Duration::from_secs(10));
@@ -891,11 +617,23 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
         ));
     }
     eprintln!("majority: 20 writes, slowest {worst:?}");
-    let t1 = cl.expect_300(old, "v2 PUT", "PUT", "/v2/keys/pl/minority1", "value=x");
-    let t2 = cl.expect_300(old, "v1 set", "POST", "/v1/keys/pl/minority2", "value=x");
+    let t1 = cl.expect_300(
+        old,
+        "v2 PUT (cut off)",
+        "PUT",
+        "/v2/keys/pl/minority1",
+        "value=x",
+    );
+    let t2 = cl.expect_300(
+        old,
+        "v1 set (cut off)",
+        "POST",
+        "/v1/keys/pl/minority2",
+        "value=x",
+    );
     let t3 = cl.expect_300(
         old,
-        "quorum GET",
+        "quorum GET (cut off)",
         "GET",
         "/v2/keys/pl/before0?quorum=true",
         "",
@@ -905,16 +643,16 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
     );
 
     cl.net.heal(old);
-    let (l2, took) = cl.leader(&[0, 1, 2], Duration::from_secs(20));
+    let (l2, took) = cl.leader(&ALL, Duration::from_secs(20));
     ensure!(
         cl,
         l2 != old,
         "after healing, the old leader {} leads again (it lacks committed entries)",
         cl.p[old].name()
     );
-    let (_, conv) = cl.converge(Duration::from_secs(30));
+    let (_, conv) = cl.converge(&ALL, "/", Duration::from_secs(30));
     let r =
-        call(cl.addr(old), "GET", "/v2/stats/self", "", REQ).unwrap_or_else(|e| fail!(cl, "{e}"));
+        call_t(cl.addr(old), "GET", "/v2/stats/self", "", REQ).unwrap_or_else(|e| fail!(cl, "{e}"));
     let state =
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default()["state"].clone();
     ensure!(
@@ -937,30 +675,14 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
 #[test]
 fn flapping_partitions_lose_no_acknowledged_write() {
     let cl = Cluster::start(Style::V2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let addr = cl.addr(w).to_string();
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut acked = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("/flap/w{w}/{i:05}");
-                    let value = format!("{w}-{i}");
-                    i += 1;
-                    let body = form_encode(&[("value", &value)]);
-                    if let Ok(r) = call(&addr, "PUT", &format!("/v2/keys{key}"), &body, REQ)
-                        && r.status == 201
-                    {
-                        acked.push((key, value));
-                    }
-                    thread::sleep(Duration::from_millis(10));
-                }
-                acked
-            })
-        })
-        .collect();
+    let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
+    let load = Load::start(
+        &addrs,
+        "/flap",
+        Duration::from_millis(10),
+        Duration::ZERO,
+        false,
+    );
     let mut seed = 0x9e37_79b9_7f4a_7c15u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -989,13 +711,9 @@ fn flapping_partitions_lose_no_acknowledged_write() {
     }
     // Let the writers see a healthy cluster again for a moment.
     thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<(String, String)> = writers
-        .into_iter()
-        .flat_map(|w| w.join().expect("writer"))
-        .collect();
-    let (body, took) = cl.converge(Duration::from_secs(30));
-    let have = leaves(&body);
+    let acked = load.finish();
+    let (body, took) = cl.converge(&ALL, "/", Duration::from_secs(30));
+    let have = leaves(&body).unwrap_or_else(|e| fail!(cl, "{e}"));
     let lost: Vec<&(String, String)> = acked
         .iter()
         .filter(|(k, v)| have.get(k) != Some(v))
@@ -1014,7 +732,7 @@ fn flapping_partitions_lose_no_acknowledged_write() {
         "only {} writes acknowledged during the run; schedule: {plan:?}",
         acked.len()
     );
-    let (l, _) = cl.leader(&[0, 1, 2], Duration::from_secs(10));
+    let (l, _) = cl.leader(&ALL, Duration::from_secs(10));
     cl.write_ok(l, "/flap/after", "x", REQ);
     eprintln!(
         "{} partitions: {} writes acknowledged, none lost; converged {took:?} after the last heal; {}",

@@ -592,15 +592,7 @@ fn wait_ready_any(node: &mut Node, config: &Arc<ClientConfig>) -> bool {
         {
             return true;
         }
-        if let Ok(r) = common::request_timeout(
-            &node.client,
-            "GET",
-            "/v1/keys/",
-            &[],
-            b"",
-            Duration::from_secs(2),
-        ) && r.status == 200
-        {
+        if common::probe_ready(&node.client, Duration::from_secs(2)).is_ok() {
             return false;
         }
         let running = node.is_running();

@@ -5,7 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -303,6 +303,35 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// One readiness probe: `GET /v1/keys/` answering 200 within `timeout`; the error says what
+/// came instead.
+pub fn probe_ready(addr: &str, timeout: Duration) -> Result<(), String> {
+    let r = request_timeout(addr, "GET", "/v1/keys/", &[], b"", timeout)
+        .map_err(|e| format!("GET http://{addr}/v1/keys/: {e}"))?;
+    if r.status == 200 {
+        Ok(())
+    } else {
+        Err(format!("{} {}", r.status, r.body))
+    }
+}
+
+/// Spawn BIN with `args` and `env`, stdin and stdout null, stderr appended to `log`.
+pub fn spawn_logged(args: &[String], log: &Path, env: &[(&str, &str)]) -> Child {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open stderr log");
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn etcd")
+}
+
 /// A running (or stopped) server process with its own data dir and ports.
 pub struct Node {
     pub name: String,
@@ -352,16 +381,7 @@ impl Node {
                 }
                 break;
             }
-            let ok = request_timeout(
-                &self.client,
-                "GET",
-                "/v1/keys/",
-                &[],
-                b"",
-                Duration::from_secs(2),
-            )
-            .is_ok_and(|r| r.status == 200);
-            if ok {
+            if probe_ready(&self.client, Duration::from_secs(2)).is_ok() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -418,19 +438,7 @@ impl Node {
     /// Spawn the process with `self.args` (stderr appended to `stderr_path`), no waiting.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.name);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .expect("open stderr log");
-        let child = Command::new(BIN)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.args, &self.stderr_path(), &[]));
     }
 
     /// Just spawn BIN with args (stdout/stderr piped), no waiting.
@@ -449,15 +457,7 @@ impl Node {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = request_timeout(
-                &self.client,
-                "GET",
-                "/v1/keys/",
-                &[],
-                b"",
-                Duration::from_secs(2),
-            ) && r.status == 200
-            {
+            if probe_ready(&self.client, Duration::from_secs(2)).is_ok() {
                 return;
             }
             if Instant::now() >= deadline {

@@ -1,0 +1,570 @@
+//! Process and cluster scaffolding shared by `tests/cluster.rs` and `tests/cluster_faults.rs`:
+//! [`Proc`] (one `etcd` process with its own child handle and log tail), the `fail!` /
+//! `ensure!` macros that attach every node's log to a failure, and the [`Nodes`] trait
+//! (polling, leader agreement, convergence, expected error 300) that each test's `Cluster`
+//! implements.
+//!
+//! Not declared from `common/mod.rs` (every other test crate would compile it): the two
+//! test crates include it with `#[macro_use] #[path = "common/cluster.rs"] mod
+//! cluster_common;` after `mod common;`. Each crate uses a different part of it, hence the
+//! `allow(dead_code)` below (the same reason as in `common/mod.rs`).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{Node, Resp, form_encode, probe_ready, request_timeout, spawn_logged};
+
+/// Timeout of one ordinary request made by these tests.
+pub const REQ: Duration = Duration::from_secs(10);
+
+/// Panic with a message and the tail of every node's log.
+macro_rules! fail {
+    ($cl:expr, $($arg:tt)*) => {
+        {
+            // The message again after the logs: CI shows the tail of the output.
+            let msg = format!($($arg)*);
+            panic!("{msg}\n\n{}\n\nFAILED: {msg}", $cl.logs())
+        }
+    };
+}
+
+/// Assert with the nodes' logs attached.
+macro_rules! ensure {
+    ($cl:expr, $cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            fail!($cl, $($arg)*);
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// processes
+
+/// One `etcd` process. The harness' `Node` provides the temp dir, ports, args and stderr
+/// log; the child is kept here so a test can see how (and whether) the process exited on
+/// its own (removal, `-maxsize`).
+pub struct Proc {
+    pub node: Node,
+    /// Where the node really listens for peers: `node.peer` unless that (the advertised
+    /// address) is a proxy.
+    pub real_peer: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// A v0.1-style node (`-n NAME -d DIR/NAME -c C -s P -v` + extra), not started.
+    pub fn prepare(name: &str, extra: &[&str]) -> Proc {
+        let mut all = vec!["-v"];
+        all.extend_from_slice(extra);
+        let node = Node::prepare(name, &all);
+        Proc {
+            real_peer: node.peer.clone(),
+            node,
+            child: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.node.name
+    }
+
+    pub fn client(&self) -> &str {
+        &self.node.client
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.node.client)
+    }
+
+    /// The advertised peer URL.
+    pub fn peer_url(&self) -> String {
+        format!("http://{}", self.node.peer)
+    }
+
+    pub fn data_dir(&self) -> String {
+        self.node
+            .dir
+            .join(&self.node.name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The 2.x flags (`-v`, `--name`, `--data-dir`, client URLs, peer URLs listening on
+    /// `listen_peer_url`, `--initial-cluster`, `--initial-cluster-state`).
+    pub fn v2_args(&self, listen_peer_url: &str, initial: &str, state: &str) -> Vec<String> {
+        vec![
+            "-v".into(),
+            "--name".into(),
+            self.node.name.clone(),
+            "--data-dir".into(),
+            self.data_dir(),
+            "--listen-client-urls".into(),
+            self.client_url(),
+            "--advertise-client-urls".into(),
+            self.client_url(),
+            "--listen-peer-urls".into(),
+            listen_peer_url.into(),
+            "--initial-advertise-peer-urls".into(),
+            self.peer_url(),
+            "--initial-cluster".into(),
+            initial.into(),
+            "--initial-cluster-state".into(),
+            state.into(),
+        ]
+    }
+
+    /// Spawn with `node.args` (stderr appended to the node's log, `NO_COLOR=1`), no waiting.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name());
+        self.child = Some(spawn_logged(
+            &self.node.args,
+            &self.node.stderr_path(),
+            &[("NO_COLOR", "1")],
+        ));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name()))
+            .id()
+    }
+
+    /// `kill -SIG pid`.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The exit status once the process has exited on its own, waiting up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit.
+    pub fn term(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        match self.wait_exit(Duration::from_secs(15)) {
+            Some(st) => st,
+            None => panic!(
+                "{} did not exit within 15 s of SIGTERM\n{}",
+                self.name(),
+                self.tail(40)
+            ),
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Poll GET /v1/keys/ until 200 (bounded); returns how long it took.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if probe_ready(self.client(), Duration::from_secs(3)).is_ok() {
+                return start.elapsed();
+            }
+            if !self.running() {
+                panic!(
+                    "{} exited while starting (args {:?})\n{}",
+                    self.name(),
+                    self.node.args,
+                    self.tail(60)
+                );
+            }
+            if start.elapsed() >= timeout {
+                panic!(
+                    "{} not ready after {:?} (args {:?})\n{}",
+                    self.name(),
+                    start.elapsed(),
+                    self.node.args,
+                    self.tail(60)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last `n` lines of the node's stderr.
+    pub fn tail(&self, n: usize) -> String {
+        let all = crate::common::strip_ansi(&self.node.stderr());
+        let lines: Vec<&str> = all.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        let addrs = if self.real_peer == self.node.peer {
+            format!("{} / {}", self.client(), self.node.peer)
+        } else {
+            format!(
+                "client {}, peer {} via proxy {}",
+                self.client(),
+                self.real_peer,
+                self.node.peer
+            )
+        };
+        format!(
+            "--- {} ({addrs}) stderr, last {} of {} lines:\n{}",
+            self.name(),
+            lines.len() - from,
+            lines.len(),
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGKILL also ends a SIGSTOPped process.
+        self.kill9();
+    }
+}
+
+/// `NAME=PEER_URL,...` of `procs`, for `--initial-cluster`.
+pub fn initial_cluster(procs: &[Proc]) -> String {
+    procs
+        .iter()
+        .map(|p| format!("{}={}", p.name(), p.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// ---------------------------------------------------------------------------------------
+// clusters
+
+/// What the tests ask of a set of running nodes; each test crate's `Cluster` provides the
+/// nodes (and the request timeouts it polls with).
+pub trait Nodes {
+    /// Timeout of one `/v1/leader` request while polling for a leader.
+    const LEADER_TIMEOUT: Duration;
+    /// Timeout of one full listing while polling for the nodes to converge.
+    const LISTING_TIMEOUT: Duration;
+
+    fn procs(&self) -> &[Proc];
+
+    /// Something to add to the report after the nodes' logs.
+    fn report(&self) -> Option<String> {
+        None
+    }
+
+    /// The tail of every node's log (and the report), for a failure message.
+    fn logs(&self) -> String {
+        let mut s: Vec<String> = self.procs().iter().map(|p| p.tail(40)).collect();
+        s.extend(self.report());
+        s.join("\n\n")
+    }
+
+    fn addr(&self, i: usize) -> &str {
+        self.procs()[i].client()
+    }
+
+    /// The node whose advertised peer URL is `url`.
+    fn by_peer_url(&self, url: &str) -> Option<usize> {
+        self.procs().iter().position(|p| p.peer_url() == url)
+    }
+
+    /// Poll `f` (every 20 ms) until Ok, up to `timeout`; panics with the last error, the
+    /// time spent and the nodes' logs.
+    fn poll<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut() -> Result<T, String>,
+    ) -> (T, Duration) {
+        let start = Instant::now();
+        loop {
+            let err = match f() {
+                Ok(v) => return (v, start.elapsed()),
+                Err(e) => e,
+            };
+            if start.elapsed() >= timeout {
+                fail!(
+                    self,
+                    "timed out after {:?} waiting for {what}; last: {err}",
+                    start.elapsed()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll until every node of `ask` names the same leader, one of `ask`; returns it.
+    fn leader(&self, ask: &[usize], timeout: Duration) -> (usize, Duration) {
+        let procs = self.procs();
+        self.poll(timeout, "a leader the nodes agree on", || {
+            let mut seen: Option<String> = None;
+            for &i in ask {
+                let r = call_t(self.addr(i), "GET", "/v1/leader", "", Self::LEADER_TIMEOUT)?;
+                if r.status != 200 {
+                    return Err(format!(
+                        "{}: /v1/leader {} {}",
+                        procs[i].name(),
+                        r.status,
+                        r.body
+                    ));
+                }
+                if let Some(s) = &seen
+                    && *s != r.body
+                {
+                    return Err(format!(
+                        "leaders differ: {s} vs {} ({})",
+                        r.body,
+                        procs[i].name()
+                    ));
+                }
+                seen = Some(r.body);
+            }
+            let url = seen.unwrap_or_default();
+            match self.by_peer_url(&url) {
+                Some(l) if ask.contains(&l) => Ok(l),
+                _ => Err(format!("leader {url} is not one of the nodes asked")),
+            }
+        })
+    }
+
+    /// Poll until the full sorted recursive listing of `path` is the same on every node of
+    /// `ask`; returns it (and the time it took).
+    fn converge(&self, ask: &[usize], path: &str, timeout: Duration) -> (String, Duration) {
+        let procs = self.procs();
+        self.poll(timeout, &format!("{path} to be the same on every node"), || {
+            let mut bodies = Vec::new();
+            for &i in ask {
+                bodies.push((i, listing(self.addr(i), path, Self::LISTING_TIMEOUT)?));
+            }
+            let (i0, b0) = &bodies[0];
+            for (i, b) in &bodies[1..] {
+                if b != b0 {
+                    return Err(format!(
+                        "{} and {} differ ({} vs {} bytes), first difference at byte {}: {:?} vs {:?}",
+                        procs[*i0].name(),
+                        procs[*i].name(),
+                        b0.len(),
+                        b.len(),
+                        first_diff(b0, b),
+                        snippet(b0, first_diff(b0, b)),
+                        snippet(b, first_diff(b0, b)),
+                    ));
+                }
+            }
+            Ok(b0.clone())
+        })
+    }
+
+    /// A request to node `i` that must fail with error 300 (HTTP 500) within 10 s (it is
+    /// given 15 s); returns how long it took.
+    fn expect_300(&self, i: usize, what: &str, method: &str, path: &str, body: &str) -> Duration {
+        let name = self.procs()[i].name();
+        let start = Instant::now();
+        let r = call_t(self.addr(i), method, path, body, Duration::from_secs(15))
+            .unwrap_or_else(|e| fail!(self, "{what} on {name}: {e} (after {:?})", start.elapsed()));
+        let took = start.elapsed();
+        let code = serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .map(|v| v["errorCode"].clone());
+        ensure!(
+            self,
+            r.status == 500 && code == Some(serde_json::json!(300)),
+            "{what} on {name}: got {} {:?} after {took:?}, want 500 with errorCode 300",
+            r.status,
+            r.body
+        );
+        ensure!(
+            self,
+            took < Duration::from_secs(10),
+            "{what} on {name}: error 300 only after {took:?}"
+        );
+        took
+    }
+
+    /// Poll until node `i` answers `/v1/leader` with error 301 (no leader known); returns
+    /// how long it took.
+    fn wait_no_leader(&self, i: usize, what: &str, timeout: Duration) -> Duration {
+        self.poll(timeout, what, || {
+            let r = call(self.addr(i), "GET", "/v1/leader", &[], "")?;
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            if r.status == 500 && v["errorCode"] == 301 {
+                Ok(())
+            } else {
+                Err(format!("{} {:?}", r.status, r.body))
+            }
+        })
+        .1
+    }
+}
+
+pub fn first_diff(a: &str, b: &str) -> usize {
+    a.bytes()
+        .zip(b.bytes())
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
+
+pub fn snippet(s: &str, at: usize) -> String {
+    let from = at.saturating_sub(60);
+    let to = (at + 60).min(s.len());
+    String::from_utf8_lossy(&s.as_bytes()[from..to]).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// requests
+
+/// One request, 10 s timeout, errors as text.
+pub fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Resp, String> {
+    request_timeout(addr, method, path, headers, body.as_bytes(), REQ)
+        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
+}
+
+/// One request with a form body (if any) and the given timeout, errors as text.
+pub fn call_t(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<Resp, String> {
+    let headers: &[(&str, &str)] = if body.is_empty() {
+        &[]
+    } else {
+        &[("Content-Type", "application/x-www-form-urlencoded")]
+    };
+    request_timeout(addr, method, path, headers, body.as_bytes(), timeout)
+        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
+}
+
+/// `GET /v2/keys<path>?recursive=true&sorted=true` -> body (200 only).
+pub fn listing(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    let r = call_t(
+        addr,
+        "GET",
+        &format!("/v2/keys{path}?recursive=true&sorted=true"),
+        "",
+        timeout,
+    )?;
+    if r.status != 200 {
+        return Err(format!("GET {path} on {addr}: {} {}", r.status, r.body));
+    }
+    Ok(r.body)
+}
+
+/// Keys and values of every leaf in a v2 listing body.
+pub fn leaves(body: &str) -> Result<BTreeMap<String, String>, String> {
+    fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        if let Some(children) = v.get("nodes").and_then(|n| n.as_array()) {
+            for c in children {
+                walk(c, out);
+            }
+        } else if let (Some(k), Some(val)) = (v["key"].as_str(), v["value"].as_str()) {
+            out.insert(k.to_string(), val.to_string());
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("listing is not JSON: {e}"))?;
+    let mut out = BTreeMap::new();
+    walk(&v["node"], &mut out);
+    Ok(out)
+}
+
+/// Background writers, one per address, that record what was acknowledged: writer `w`
+/// PUTs `<prefix>/w<w>/<i:05>` = `<w>-<i>` (a key per request), then sleeps `pause`, and
+/// `backoff` more after a write that was not acknowledged (201). With `check_acks`, an
+/// acknowledgement must name the key and value written (else the writer panics).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<Vec<(String, String)>>>,
+}
+
+impl Load {
+    pub fn start(
+        addrs: &[String],
+        prefix: &str,
+        pause: Duration,
+        backoff: Duration,
+        check_acks: bool,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = addrs
+            .iter()
+            .enumerate()
+            .map(|(w, a)| {
+                let (a, stop, prefix) = (a.clone(), stop.clone(), prefix.to_string());
+                thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("{prefix}/w{w}/{i:05}");
+                        let value = format!("{w}-{i}");
+                        i += 1;
+                        let body = form_encode(&[("value", &value)]);
+                        match call_t(&a, "PUT", &format!("/v2/keys{key}"), &body, REQ) {
+                            Ok(r) if r.status == 201 => {
+                                if check_acks {
+                                    let v: serde_json::Value =
+                                        serde_json::from_str(&r.body).unwrap_or_default();
+                                    assert_eq!(
+                                        v["node"]["key"],
+                                        key.as_str(),
+                                        "ack for another key: {}",
+                                        r.body
+                                    );
+                                    assert_eq!(
+                                        v["node"]["value"],
+                                        value.as_str(),
+                                        "ack with another value: {}",
+                                        r.body
+                                    );
+                                }
+                                acked.push((key, value));
+                            }
+                            _ => thread::sleep(backoff),
+                        }
+                        thread::sleep(pause);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    /// Stop the writers; everything acknowledged, writer by writer.
+    pub fn finish(self) -> Vec<(String, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("load thread"))
+            .collect()
+    }
+}
