@@ -1,6 +1,6 @@
 //! The peer port: Raft RPCs between members (`POST /raft/append`, `/raft/vote`,
 //! `/raft/snapshot`, JSON bodies answered with the serialized `Result` of the openraft call),
-//! the cluster calls (`/raft/propose` for forwarded writes, `/raft/read_index` for
+//! the cluster calls (`/raft/propose` for forwarded writes, batched, `/raft/read_index` for
 //! linearizable reads on followers, `/join`, `/raft/member` for member changes), and the
 //! small v0.1 peer endpoints (`/name`, `/version`, `/etcdURL`, `DELETE /remove/<name>`).
 //!
@@ -20,11 +20,12 @@ use super::response::{self, json, text};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::raft::cluster::{self, JoinRequest, JoinResponse};
-use crate::raft::node::{ProposeError, Written};
+use crate::raft::node::ProposeError;
 use crate::raft::types::{Member, NodeId};
 
 /// What peers compare before they talk Raft: the wire protocol of this implementation.
-pub const PEER_VERSION: &str = "etcd-rs/1";
+/// Version 2: `/raft/propose` carries a list of commands (forwarded writes are batched).
+pub const PEER_VERSION: &str = "etcd-rs/2";
 
 /// Raft messages can be large (a batch of entries, a snapshot chunk), but not unbounded.
 const MAX_RAFT_BODY: usize = 1 << 30;
@@ -75,12 +76,8 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
             .await
         }
         (Method::POST, "/raft/propose") => {
-            rpc(req, |cmd: Command| async move {
-                Ok::<_, ()>(if st.node.is_leader() {
-                    st.node.propose_local(cmd).await
-                } else {
-                    Err::<Written, _>(ProposeError::NotLeader)
-                })
+            rpc(req, |cmds: Vec<Command>| async move {
+                Ok::<_, ()>(st.node.propose_forwarded(cmds).await)
             })
             .await
         }

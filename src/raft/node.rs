@@ -9,6 +9,11 @@
 //! being fsynced. Each command gets its own result back. A write is answered only after its
 //! entry is committed and applied.
 //!
+//! **Forwarding.** A follower does not send each write to the leader on its own: a forwarder
+//! task coalesces the writes waiting on this node into one `/raft/propose` call (up to
+//! [`MAX_FORWARD`] commands, [`FORWARD_IN_FLIGHT`] calls outstanding), and the leader puts them
+//! into its own queue, so they join its batches. Each command still gets its own result.
+//!
 //! **Time.** The leader proposes `Expire { now }` with its own clock every
 //! [`EXPIRE_TICK`] when some node is due; replicas never expire anything on their own.
 //!
@@ -37,6 +42,10 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Batches proposed and not yet applied, at most.
 pub const MAX_IN_FLIGHT: usize = 2;
+/// Most commands a follower forwards to the leader in one call.
+pub const MAX_FORWARD: usize = 256;
+/// Forwarding calls from one follower outstanding at once.
+pub const FORWARD_IN_FLIGHT: usize = 4;
 /// How long a proposal may take before the client gets error 300.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the leader checks for due TTLs.
@@ -76,6 +85,8 @@ pub struct RaftNode {
     pub raft: Raft,
     pub shared: Arc<Shared>,
     queue: mpsc::Sender<Pending>,
+    /// Writes waiting to be forwarded to the leader (this node follows).
+    forward_queue: mpsc::Sender<Pending>,
     ready_tx: watch::Sender<bool>,
     /// How long proposals took, from queueing to applied (for `/metrics`).
     pub proposal_seconds: Histogram,
@@ -102,6 +113,8 @@ impl RaftNode {
     ) -> Arc<RaftNode> {
         let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(batcher(raft.clone(), rx));
+        let (forward_queue, rx) = mpsc::channel(16 * MAX_FORWARD);
+        tokio::spawn(forwarder(raft.clone(), client.clone(), id, rx));
         let (ready_tx, _) = watch::channel(false);
         Arc::new(RaftNode {
             id,
@@ -109,6 +122,7 @@ impl RaftNode {
             raft,
             shared,
             queue,
+            forward_queue,
             ready_tx,
             proposal_seconds: Histogram::default(),
             proposals_failed: Default::default(),
@@ -130,7 +144,7 @@ impl RaftNode {
         let res = loop {
             let attempt = match self.leader() {
                 Some((id, _)) if id == self.id => self.propose_local(cmd.clone()).await,
-                Some((_, leader)) => self.forward(&leader, &cmd, deadline).await,
+                Some(_) => self.forward(&cmd, deadline).await,
                 None => Err(ProposeError::NotLeader),
             };
             match attempt {
@@ -159,44 +173,64 @@ impl RaftNode {
     /// Propose through this node's own batcher (it must be the leader).
     pub async fn propose_local(&self, cmd: Command) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        let gone = || ProposeError::Failed(EtcdError::raft("node is shutting down"));
         self.queue
             .send(Pending { cmd, tx })
             .await
-            .map_err(|_| gone())?;
-        rx.await.unwrap_or_else(|_| Err(gone()))
+            .map_err(|_| shutting_down())?;
+        rx.await.unwrap_or_else(|_| Err(shutting_down()))
     }
 
-    async fn forward(
+    /// Leader only: propose commands forwarded by a follower, in their order, each with its
+    /// own result. They go through this node's batcher like its own clients' writes.
+    pub async fn propose_forwarded(
         &self,
-        leader: &Member,
-        cmd: &Command,
-        deadline: Instant,
-    ) -> Result<Written, ProposeError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let answer: Result<Result<Written, ProposeError>, CallError> = self
-            .client
-            .post_json(&leader.peer_url, "/raft/propose", cmd, left)
-            .await;
-        match answer {
-            Ok(Ok(w)) => {
-                // Read-your-writes on this node: wait (bounded) until it has applied the write.
-                let left = deadline.saturating_duration_since(Instant::now());
-                let _ = self
-                    .raft
-                    .wait(Some(left))
-                    .applied_index_at_least(Some(w.raft_index), "forwarded write")
-                    .await;
-                Ok(w)
-            }
-            Ok(Err(e)) => Err(e),
-            // Never reached the leader: safe to try again once a leader is known.
-            Err(CallError::Connect(..)) => Err(ProposeError::NotLeader),
-            // Sent, outcome unknown: do not risk applying it twice.
-            Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
-                "forwarding to the leader failed: {e}"
-            )))),
+        cmds: Vec<Command>,
+    ) -> Vec<Result<Written, ProposeError>> {
+        if !self.is_leader() {
+            return cmds.iter().map(|_| Err(ProposeError::NotLeader)).collect();
         }
+        let mut waiting = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (tx, rx) = oneshot::channel();
+            // A send fails only when the node shuts down; the dropped sender answers below.
+            let _ = self.queue.send(Pending { cmd, tx }).await;
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.unwrap_or_else(|_| Err(shutting_down())));
+        }
+        out
+    }
+
+    /// Send a command to the leader through the forwarder, then wait (bounded) until this
+    /// node has applied it too (read-your-writes here).
+    async fn forward(&self, cmd: &Command, deadline: Instant) -> Result<Written, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.forward_queue
+            .send(Pending {
+                cmd: cmd.clone(),
+                tx,
+            })
+            .await
+            .map_err(|_| shutting_down())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let w = match tokio::time::timeout(left, rx).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down()))?,
+            // Sent, outcome unknown: do not risk applying it twice.
+            Err(_) => {
+                return Err(ProposeError::Failed(EtcdError::raft(
+                    "forwarding to the leader timed out",
+                )));
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(w.raft_index), "forwarded write")
+            .await;
+        Ok(w)
     }
 
     pub fn set_ready(&self) {
@@ -288,11 +322,7 @@ impl RaftNode {
 
     /// The current leader and its member record, as far as this node knows.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let id = m.current_leader?;
-        let member = m.membership_config.membership().get_node(&id).cloned()?;
-        Some((id, member))
+        leader_of(&self.raft)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -359,17 +389,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             return;
         };
         let Some(first) = rx.recv().await else { return };
-        let mut bytes = first.cmd.approx_size();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.cmd.approx_size();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = drain(first, &mut rx, MAX_BATCH);
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -412,6 +432,104 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
         });
     }
+}
+
+/// `first` and whatever else is waiting in `rx`, up to `max` commands or [`MAX_BATCH_BYTES`].
+fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>, max: usize) -> Vec<Pending> {
+    let mut bytes = first.cmd.approx_size();
+    let mut batch = vec![first];
+    while batch.len() < max && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(p) => {
+                bytes += p.cmd.approx_size();
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Follower side of forwarding: send what has accumulated to the leader in one call, with at
+/// most [`FORWARD_IN_FLIGHT`] calls outstanding per leader (while they are, writes pile up for
+/// the next call). A new leader gets a fresh budget, so calls stuck on a leader that stopped
+/// answering do not hold up writes once another node leads.
+async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Receiver<Pending>) {
+    let mut budget: Option<(NodeId, Arc<Semaphore>)> = None;
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        let (leader, slot) = loop {
+            let Some((id, leader)) = leader_of(&raft).filter(|(id, _)| *id != me) else {
+                // No leader, or this node leads now: the callers retry (and propose locally).
+                break (None, None);
+            };
+            let slots = match &budget {
+                Some((l, slots)) if *l == id => slots.clone(),
+                _ => {
+                    let slots = Arc::new(Semaphore::new(FORWARD_IN_FLIGHT));
+                    budget = Some((id, slots.clone()));
+                    slots
+                }
+            };
+            // Look at the leader again now and then while its budget is used up.
+            if let Ok(Ok(slot)) = tokio::time::timeout(RETRY_PAUSE, slots.acquire_owned()).await {
+                break (Some(leader), Some(slot));
+            }
+        };
+        // Writes whose caller gave up (timed out) are not sent.
+        let batch: Vec<Pending> = drain(first, &mut rx, MAX_FORWARD)
+            .into_iter()
+            .filter(|p| !p.tx.is_closed())
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            let n = cmds.len();
+            let all = |e: ProposeError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+            let answers = match leader {
+                Some(leader) => {
+                    let answer: Result<Vec<Result<Written, ProposeError>>, CallError> = client
+                        .post_json(&leader.peer_url, "/raft/propose", &cmds, PROPOSAL_TIMEOUT)
+                        .await;
+                    match answer {
+                        Ok(rs) if rs.len() == n => rs,
+                        Ok(rs) => all(ProposeError::Failed(EtcdError::raft(format!(
+                            "the leader answered {} of {n} forwarded writes",
+                            rs.len()
+                        )))),
+                        // Never reached the leader: safe to try again once a leader is known.
+                        Err(CallError::Connect(..)) => all(ProposeError::NotLeader),
+                        // Sent, outcome unknown: do not risk applying them twice.
+                        Err(e) => all(ProposeError::Failed(EtcdError::raft(format!(
+                            "forwarding to the leader failed: {e}"
+                        )))),
+                    }
+                }
+                None => all(ProposeError::NotLeader),
+            };
+            for (tx, answer) in txs.into_iter().zip(answers) {
+                let _ = tx.send(answer);
+            }
+        });
+    }
+}
+
+/// The current leader and its member record, as far as `raft` knows.
+fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let id = m.current_leader?;
+    let member = m.membership_config.membership().get_node(&id).cloned()?;
+    Some((id, member))
+}
+
+fn shutting_down() -> ProposeError {
+    ProposeError::Failed(EtcdError::raft("node is shutting down"))
 }
 
 fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
