@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod command;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod metrics;
 pub mod raft;

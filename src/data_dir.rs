@@ -1,0 +1,223 @@
+//! The data directory (Decision D11): the files this server owns in it, the lock that keeps
+//! a second server out, `-f`, and the `info` file (the node's identity, v0.1's JSON).
+//!
+//! An existing `info` wins over the command line, as in v0.1, except for TLS: TLS files given
+//! on the command line win for their port and the URL scheme follows (see [`Info`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The data file inside the data directory.
+pub const DATA_FILE: &str = "etcd.redb";
+/// The identity file inside the data directory.
+pub const INFO_FILE: &str = "info";
+
+/// The node identity as v0.1 wrote it to `<data dir>/info`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Info {
+    pub name: String,
+    #[serde(rename = "raftURL")]
+    pub raft_url: String,
+    #[serde(rename = "etcdURL")]
+    pub etcd_url: String,
+    #[serde(rename = "webURL", default)]
+    pub web_url: String,
+    #[serde(rename = "raftListenHost", default)]
+    pub raft_listen_host: String,
+    #[serde(rename = "etcdListenHost", default)]
+    pub etcd_listen_host: String,
+    #[serde(rename = "raftTLS", default)]
+    pub raft_tls: InfoTls,
+    #[serde(rename = "etcdTLS", default)]
+    pub etcd_tls: InfoTls,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InfoTls {
+    #[serde(rename = "CertFile", default)]
+    pub cert_file: String,
+    #[serde(rename = "KeyFile", default)]
+    pub key_file: String,
+    #[serde(rename = "CAFile", default)]
+    pub ca_file: String,
+}
+
+impl InfoTls {
+    fn apply_to(&self, tls: &mut crate::config::TlsFiles) {
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        tls.cert = path(&self.cert_file);
+        tls.key = path(&self.key_file);
+        tls.ca = path(&self.ca_file);
+        // v0.1 semantics: a CA file means client certificates are required.
+        tls.client_cert_auth = tls.ca.is_some();
+    }
+}
+
+/// `url` with the scheme its port now speaks.
+fn with_scheme(url: &str, tls: bool) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    format!("{}://{rest}", if tls { "https" } else { "http" })
+}
+
+fn host_of(hostport: &str) -> &str {
+    hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+}
+
+fn port_of(url: &str) -> Option<&str> {
+    url.rsplit_once(':').map(|(_, p)| p.trim_end_matches('/'))
+}
+
+fn path_str(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+impl Info {
+    fn from_config(cfg: &Config) -> Info {
+        Info {
+            name: cfg.name.clone(),
+            raft_url: cfg.peer_url.clone(),
+            etcd_url: cfg.client_url.clone(),
+            web_url: String::new(),
+            raft_listen_host: host_of(&cfg.peer_listen).to_string(),
+            etcd_listen_host: host_of(&cfg.client_listen).to_string(),
+            raft_tls: InfoTls {
+                cert_file: path_str(&cfg.peer_tls.cert),
+                key_file: path_str(&cfg.peer_tls.key),
+                ca_file: path_str(&cfg.peer_tls.ca),
+            },
+            etcd_tls: InfoTls {
+                cert_file: path_str(&cfg.client_tls.cert),
+                key_file: path_str(&cfg.client_tls.key),
+                ca_file: path_str(&cfg.client_tls.ca),
+            },
+        }
+    }
+
+    /// Let the saved identity (name, URLs, listen hosts) win over the command line, as in
+    /// v0.1. TLS is the exception that keeps a node safe: TLS files given on the command line
+    /// win for their port (a `-clientCAFile` added later is never silently ignored), and the
+    /// URL's scheme follows; without TLS flags the saved TLS files are used, so a node that
+    /// advertised `https://` keeps serving it.
+    fn apply_to(&self, cfg: &mut Config) {
+        cfg.name = self.name.clone();
+        cfg.peer_url = self.raft_url.clone();
+        cfg.client_url = self.etcd_url.clone();
+        if cfg.client_tls == Default::default() {
+            self.etcd_tls.apply_to(&mut cfg.client_tls);
+        }
+        if cfg.peer_tls == Default::default() {
+            self.raft_tls.apply_to(&mut cfg.peer_tls);
+        }
+        cfg.client_url = with_scheme(&cfg.client_url, cfg.client_tls.enabled());
+        cfg.peer_url = with_scheme(&cfg.peer_url, cfg.peer_tls.enabled());
+        if let Some(port) = port_of(&self.raft_url) {
+            let host = if self.raft_listen_host.is_empty() {
+                host_of(&cfg.peer_listen)
+            } else {
+                &self.raft_listen_host
+            };
+            cfg.peer_listen = format!("{host}:{port}");
+        }
+        if let Some(port) = port_of(&self.etcd_url) {
+            let host = if self.etcd_listen_host.is_empty() {
+                host_of(&cfg.client_listen)
+            } else {
+                &self.etcd_listen_host
+            };
+            cfg.client_listen = format!("{host}:{port}");
+        }
+    }
+
+    /// 1-space indented JSON, like v0.1's `json.MarshalIndent(info, "", " ")`.
+    fn to_pretty(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        self.serialize(&mut ser).expect("plain struct");
+        out
+    }
+}
+
+/// Write `info` atomically (a temp file renamed over it).
+fn write_info(path: &Path, info: &Info) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, info.to_pretty())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The lock file that keeps two servers out of one data directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Create the data directory, lock it, apply `-f`, and reconcile `info` with the command
+/// line. The returned file holds the lock for as long as it lives: keep it until shutdown.
+pub fn prepare_data_dir(cfg: &mut Config) -> Result<std::fs::File> {
+    let dir = cfg.data_dir.clone();
+    let io =
+        |what: &str, p: &Path, e: std::io::Error| Error::Io(format!("{what} {}: {e}", p.display()));
+    std::fs::create_dir_all(&dir).map_err(|e| io("cannot create data directory", &dir, e))?;
+    // Lock before anything else: `-f` must never delete the files of a running server.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io("cannot write", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Io(format!(
+            "data directory {} is in use by another etcd process",
+            dir.display()
+        )));
+    }
+    let info_path = dir.join(INFO_FILE);
+    if cfg.force {
+        for f in [INFO_FILE, DATA_FILE] {
+            let p = dir.join(f);
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::warn!(file = %p.display(), "removed (-f)"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot remove", &p, e)),
+            }
+        }
+    }
+    match std::fs::read(&info_path) {
+        Ok(bytes) => {
+            let info: Info = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read {}: {e} (start with -f to discard it)",
+                    info_path.display()
+                ))
+            })?;
+            let wanted = Info::from_config(cfg);
+            if info.name != wanted.name
+                || info.raft_url != wanted.raft_url
+                || info.etcd_url != wanted.etcd_url
+            {
+                tracing::warn!(
+                    file = %info_path.display(),
+                    "using the identity saved in the data directory ({} {} {}); start with -f to change it",
+                    info.name, info.raft_url, info.etcd_url
+                );
+            }
+            info.apply_to(cfg);
+            // Keep `info` in step with what this start actually serves (TLS may have changed).
+            let now = Info::from_config(cfg);
+            if now != info {
+                write_info(&info_path, &now).map_err(|e| io("cannot write", &info_path, e))?;
+            }
+            Ok(lock)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_info(&info_path, &Info::from_config(cfg))
+                .map_err(|e| io("cannot write", &info_path, e))
+                .map(|()| lock)
+        }
+        Err(e) => Err(io("cannot read", &info_path, e)),
+    }
+}
