@@ -265,15 +265,19 @@ fn handle(down: TcpStream, dst: usize, proxy_port: u16, target: &str, state: Arc
     state.links.lock().unwrap().retain(|l| l.id != id);
 }
 
-/// The opener of a connection (a few quick attempts), counting failures.
+/// The opener of a connection, counting failures. On a busy machine (a large socket table,
+/// a loaded CPU) a lookup can miss; an unknown opener is refused while anything is cut, which
+/// would cut healthy links too, so keep trying for up to ~100 ms: a late answer still lets the
+/// (kept-alive) connection serve the requests after the first one.
 fn identify(client_port: u16, proxy_port: u16, state: &NetState) -> Option<usize> {
-    for attempt in 0..5 {
+    const ATTEMPTS: u32 = 25;
+    for attempt in 0..ATTEMPTS {
         let pids = state.pids.lock().unwrap().clone();
         if let Some(i) = opener(client_port, proxy_port, &pids) {
             return Some(i);
         }
-        if attempt < 4 {
-            thread::sleep(Duration::from_millis(2));
+        if attempt + 1 < ATTEMPTS {
+            thread::sleep(Duration::from_millis(4));
         }
     }
     state.unknown.fetch_add(1, Ordering::Relaxed);
