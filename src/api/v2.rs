@@ -35,7 +35,7 @@ use super::{AppRef, now_nanos};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::raft::state_machine::off_worker;
-use crate::store::event::{Event, go_json, v2_event_json};
+use crate::store::event::{go_json, v2_event_json};
 use crate::store::watch::Watcher;
 use crate::store::{Action, OnCleared, path};
 
@@ -419,7 +419,7 @@ fn event_stream(
         if done {
             return None;
         }
-        let ev: Event = guard.watcher.rx.recv().await?;
+        let ev = guard.watcher.rx.recv().await?;
         let line = v2_event_json(ev.action, &ev.node, ev.prev_node.as_ref(), ev.at, false);
         Some((Ok(Bytes::from(line)), (guard, !stream)))
     })

@@ -211,7 +211,7 @@ impl Store {
             }
             Ok(Some(ev)) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
-                tx.try_send(ev)
+                tx.try_send(std::sync::Arc::new(ev))
                     .expect("a fresh channel has room for one event");
                 return Ok(Watcher {
                     id: hub.next_id(),

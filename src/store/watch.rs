@@ -14,6 +14,7 @@
 //! client's request is dropped, so abandoned long-polls leave nothing behind.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -30,7 +31,7 @@ struct Entry {
     stream: bool,
     show_hidden: bool,
     since: u64,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Arc<Event>>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +46,7 @@ pub struct WatchHub {
 pub struct Watcher {
     pub id: u64,
     pub path: String,
-    pub rx: mpsc::Receiver<Event>,
+    pub rx: mpsc::Receiver<Arc<Event>>,
     /// The store index when the watch was set up (the `X-Etcd-Index` of a watch response).
     pub start_index: u64,
 }
@@ -82,7 +83,7 @@ impl WatchHub {
     ) -> Watcher {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER + held.len());
         for ev in held {
-            tx.try_send(ev)
+            tx.try_send(Arc::new(ev))
                 .expect("the channel was sized for the held events");
         }
         let id = self.next_id();
@@ -132,6 +133,9 @@ impl WatchHub {
             return;
         }
         let key = ev.node.key.clone();
+        // One shared copy for every watcher it reaches (a channel slot is then a pointer).
+        let ev = Arc::new(ev.clone());
+        let ev = &ev;
         let mut done: HashSet<u64> = HashSet::new();
         for p in removed {
             self.notify_path(ev, p, &key, true, &mut done);
@@ -143,7 +147,7 @@ impl WatchHub {
 
     fn notify_path(
         &mut self,
-        ev: &Event,
+        ev: &Arc<Event>,
         at: &str,
         key: &str,
         deleted: bool,
