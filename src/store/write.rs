@@ -1,0 +1,443 @@
+//! The writes of the [`Store`]: set, create, update, compare-and-swap, delete,
+//! compare-and-delete and expiry. Each successful one goes through [`Store::commit`], which
+//! bumps the index, records the event and wakes watchers; a failed one changes nothing.
+
+use super::node::{self, Node};
+use super::{Action, Event, MIN_EXPIRE_AT, NodeView, Stats, Store, path};
+use crate::error::{Code, EtcdError};
+
+impl Store {
+    /// Set the time of the writes that follow (the proposer's clock, carried in the log).
+    pub fn set_write_time(&mut self, at: i64) {
+        self.write_time = at;
+    }
+
+    /// Record a successful write: bump the index, keep the event, wake watchers.
+    fn commit(&mut self, mut ev: Event, removed: &[String]) -> Event {
+        debug_assert_eq!(ev.index(), self.index + 1);
+        ev.at = self.write_time;
+        self.index = ev.index();
+        self.hub
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .notify(&ev, removed);
+        self.history.push(ev.clone());
+        ev
+    }
+
+    fn normalize_expiry(expire_at: Option<i64>) -> Option<i64> {
+        expire_at.filter(|&t| t >= MIN_EXPIRE_AT)
+    }
+
+    /// Set a key (or, with `value: None`, make a directory), replacing any key there.
+    /// `refresh` keeps the value and only resets the TTL (not shown to watchers).
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        let key = path::clean(key);
+        let res = self.set_inner(&key, value, expire_at, refresh);
+        Stats::count(res.is_ok(), &self.stats.sets_success, &self.stats.sets_fail);
+        res
+    }
+
+    fn set_inner(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        // A missing key is fine for a set (it creates it), but not for a refresh.
+        let prev = match self.lookup(key) {
+            Ok(n) => Ok(n.view(key)),
+            Err(e) if e.code == Code::KeyNotFound && !refresh => Err(e),
+            Err(e) => return Err(e),
+        };
+        let value = match (&prev, refresh) {
+            (Ok(p), true) if p.dir => None,
+            (Ok(p), true) => p.value.clone(),
+            _ => value,
+        };
+        let mut ev = self.create_node(key, value, expire_at, true, Action::Set)?;
+        ev.prev_node = prev.ok();
+        ev.refresh = refresh;
+        Ok(self.commit(ev, &[]))
+    }
+
+    /// Create a node that must not exist yet. With `unique`, the node is a new child of
+    /// `key` named after the new index, zero-padded to 20 digits (in-order keys).
+    pub fn create(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        unique: bool,
+    ) -> Result<Event, EtcdError> {
+        let mut key = path::clean(key);
+        if unique {
+            key = path::join(&key, &format!("{:020}", self.index + 1));
+        }
+        let res = self
+            .create_node(&key, value, expire_at, false, Action::Create)
+            .map(|ev| self.commit(ev, &[]));
+        Stats::count(
+            res.is_ok(),
+            &self.stats.create_success,
+            &self.stats.create_fail,
+        );
+        res
+    }
+
+    /// Shared by set and create: make parent directories, then put the node at `key`.
+    /// Does not commit; the caller completes the event.
+    fn create_node(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        replace: bool,
+        action: Action,
+    ) -> Result<Event, EtcdError> {
+        let cur = self.index;
+        let next = cur + 1;
+        let Some((parent, name)) = path::split(key) else {
+            return Err(EtcdError::new(Code::RootReadOnly, "/", cur));
+        };
+        let expire_at = Self::normalize_expiry(expire_at);
+
+        // Walk to the parent, creating missing directories. A key on the way stops the
+        // walk (104); nothing was created before it (everything after a missing component is
+        // missing too), so a failed create leaves the tree as it was.
+        let mut dir = &mut self.root;
+        let mut at = String::new();
+        for seg in path::segments(parent) {
+            at.push('/');
+            at.push_str(seg);
+            let children = dir
+                .children_mut()
+                .expect("the walk only descends into directories");
+            let child = children
+                .entry(seg.to_string())
+                .or_insert_with(|| Node::new_dir(next, None));
+            if !child.is_dir() {
+                return Err(EtcdError::new(Code::NotDir, at, cur));
+            }
+            dir = child;
+        }
+        let children = dir.children_mut().expect("parent is a directory");
+
+        let mut prev = None;
+        if let Some(existing) = children.get(name) {
+            if !replace {
+                let mut e = EtcdError::new(Code::NodeExist, key, cur);
+                e.current = existing.value().map(str::to_string);
+                return Err(e);
+            }
+            if existing.is_dir() {
+                return Err(EtcdError::new(Code::NotFile, key, cur));
+            }
+            prev = Some(existing.expire_at);
+        }
+        let node = match value {
+            Some(v) => Node::new_value(v, next, expire_at),
+            None => Node::new_dir(next, expire_at),
+        };
+        let view = node.view(key);
+        children.insert(name.to_string(), node);
+        if let Some(Some(old_expiry)) = prev {
+            self.expiry.remove(old_expiry, key);
+        }
+        if let Some(t) = expire_at {
+            self.expiry.insert(t, key);
+        }
+        Ok(Event {
+            action,
+            node: view,
+            prev_node: None,
+            refresh: false,
+            at: 0,
+        })
+    }
+
+    /// Change an existing node: a key's value, or only the TTL of a directory (whose value
+    /// must then be empty). `refresh` keeps the value.
+    pub fn update(
+        &mut self,
+        key: &str,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        let key = path::clean(key);
+        let res = self.update_inner(&key, value, expire_at, refresh);
+        Stats::count(
+            res.is_ok(),
+            &self.stats.update_success,
+            &self.stats.update_fail,
+        );
+        res
+    }
+
+    fn update_inner(
+        &mut self,
+        key: &str,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        if key == "/" {
+            return Err(EtcdError::new(Code::RootReadOnly, "/", self.index));
+        }
+        let n = self.lookup(key)?;
+        if n.is_dir() && !value.is_empty() {
+            return Err(EtcdError::new(Code::NotFile, key, self.index));
+        }
+        let prev = n.view(key);
+        let ev = self.rewrite(
+            key,
+            Action::Update,
+            if refresh { None } else { Some(value) },
+            expire_at,
+            prev,
+        );
+        Ok(ev)
+    }
+
+    /// Compare-and-swap a key's value. Only the conditions given are checked.
+    pub fn compare_and_swap(
+        &mut self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        let key = path::clean(key);
+        let res = self.cas_inner(&key, prev_value, prev_index, value, expire_at, refresh);
+        Stats::count(
+            res.is_ok(),
+            &self.stats.compare_and_swap_success,
+            &self.stats.compare_and_swap_fail,
+        );
+        res
+    }
+
+    fn cas_inner(
+        &mut self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+        value: String,
+        expire_at: Option<i64>,
+        refresh: bool,
+    ) -> Result<Event, EtcdError> {
+        let prev = self.compared_key(key, prev_value, prev_index)?;
+        Ok(self.rewrite(
+            key,
+            Action::CompareAndSwap,
+            if refresh { None } else { Some(value) },
+            expire_at,
+            prev,
+        ))
+    }
+
+    /// etcd's compare: an absent/empty prevValue or a zero prevIndex always matches.
+    fn compare(
+        &self,
+        n: &Node,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        let current = n.value().unwrap_or_default();
+        let pv = prev_value.filter(|v| !v.is_empty());
+        let pi = prev_index.filter(|&i| i != 0);
+        let value_ok = pv.is_none_or(|v| v == current);
+        let index_ok = pi.is_none_or(|i| i == n.modified_index);
+        let cause = match (value_ok, index_ok) {
+            (true, true) => return Ok(()),
+            (false, true) => format!("[{} != {}]", pv.unwrap_or_default(), current),
+            (true, false) => format!("[{} != {}]", pi.unwrap_or_default(), n.modified_index),
+            (false, false) => format!(
+                "[{} != {}] [{} != {}]",
+                pv.unwrap_or_default(),
+                current,
+                pi.unwrap_or_default(),
+                n.modified_index
+            ),
+        };
+        Err(EtcdError::new(Code::TestFailed, cause, self.index).with_current(current))
+    }
+
+    /// Write a new value (None: keep it) and expiry into an existing node, keeping its
+    /// created index, and commit the event.
+    fn rewrite(
+        &mut self,
+        key: &str,
+        action: Action,
+        value: Option<String>,
+        expire_at: Option<i64>,
+        prev: NodeView,
+    ) -> Event {
+        let next = self.index + 1;
+        let expire_at = Self::normalize_expiry(expire_at);
+        let refresh = value.is_none();
+        let node = self.node_mut(key).expect("looked up just before");
+        if let (Some(v), node::Kind::Value(cur)) = (value, &mut node.kind) {
+            *cur = v;
+        }
+        // etcd keeps a directory's stored modifiedIndex when only its TTL changes (the event
+        // still reports the new index); clients see this in later reads and prevNodes.
+        if !node.is_dir() {
+            node.modified_index = next;
+        }
+        let old_expiry = std::mem::replace(&mut node.expire_at, expire_at);
+        let mut view = node.view(key);
+        view.modified_index = next;
+        if let Some(t) = old_expiry {
+            self.expiry.remove(t, key);
+        }
+        if let Some(t) = expire_at {
+            self.expiry.insert(t, key);
+        }
+        let ev = Event {
+            action,
+            node: view,
+            prev_node: Some(prev),
+            refresh,
+            at: 0,
+        };
+        self.commit(ev, &[])
+    }
+
+    /// Delete a key, or a directory (`dir` for an empty one, `recursive` for any).
+    pub fn delete(&mut self, key: &str, dir: bool, recursive: bool) -> Result<Event, EtcdError> {
+        let key = path::clean(key);
+        let res = self.delete_inner(&key, dir || recursive, recursive);
+        Stats::count(
+            res.is_ok(),
+            &self.stats.delete_success,
+            &self.stats.delete_fail,
+        );
+        res
+    }
+
+    fn delete_inner(&mut self, key: &str, dir: bool, recursive: bool) -> Result<Event, EtcdError> {
+        if key == "/" {
+            return Err(EtcdError::new(Code::RootReadOnly, "/", self.index));
+        }
+        let n = self.lookup(key)?;
+        if let Some(children) = n.children() {
+            if !dir {
+                return Err(EtcdError::new(Code::NotFile, key, self.index));
+            }
+            if !children.is_empty() && !recursive {
+                return Err(EtcdError::new(Code::DirNotEmpty, key, self.index));
+            }
+        }
+        Ok(self.remove(key, Action::Delete))
+    }
+
+    /// Delete a key if it still has the given value and/or modified index.
+    pub fn compare_and_delete(
+        &mut self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+    ) -> Result<Event, EtcdError> {
+        let key = path::clean(key);
+        let res = self.cad_inner(&key, prev_value, prev_index);
+        Stats::count(
+            res.is_ok(),
+            &self.stats.compare_and_delete_success,
+            &self.stats.compare_and_delete_fail,
+        );
+        res
+    }
+
+    fn cad_inner(
+        &mut self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+    ) -> Result<Event, EtcdError> {
+        self.compared_key(key, prev_value, prev_index)?;
+        Ok(self.remove(key, Action::CompareAndDelete))
+    }
+
+    /// The checks a compare-and-swap and a compare-and-delete share: not the root, an
+    /// existing key (not a directory), and the given conditions hold. Returns the key's view.
+    fn compared_key(
+        &self,
+        key: &str,
+        prev_value: Option<&str>,
+        prev_index: Option<u64>,
+    ) -> Result<NodeView, EtcdError> {
+        if key == "/" {
+            return Err(EtcdError::new(Code::RootReadOnly, "/", self.index));
+        }
+        let n = self.lookup(key)?;
+        if n.is_dir() {
+            return Err(EtcdError::new(Code::NotFile, key, self.index));
+        }
+        self.compare(n, prev_value, prev_index)?;
+        Ok(n.view(key))
+    }
+
+    /// Remove the node at `key` (which exists) with its subtree, and commit the event.
+    fn remove(&mut self, key: &str, action: Action) -> Event {
+        let next = self.index + 1;
+        let (parent, name) = path::split(key).expect("never the root");
+        let parent = self
+            .node_mut(parent)
+            .and_then(Node::children_mut)
+            .expect("parent exists");
+        let old = parent.remove(name).expect("node exists");
+        let mut removed = Vec::new();
+        let expiry = &mut self.expiry;
+        old.for_each_post_order(key, &mut |p, n| {
+            if let Some(t) = n.expire_at {
+                expiry.remove(t, p);
+            }
+            removed.push(p.to_string());
+        });
+        let prev = old.view(key);
+        let node = NodeView {
+            key: key.to_string(),
+            value: None,
+            dir: old.is_dir(),
+            expire_at: None,
+            modified_index: next,
+            created_index: old.created_index,
+            nodes: None,
+        };
+        let ev = Event {
+            action,
+            node,
+            prev_node: Some(prev),
+            refresh: false,
+            at: 0,
+        };
+        self.commit(ev, &removed)
+    }
+
+    /// Remove every node whose expiry time is at or before `now` (the leader's clock,
+    /// carried in the command), in expiry order, one event and one index each.
+    pub fn expire(&mut self, now: i64) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some((t, key)) = self.expiry.pop_due(now) {
+            // The popped entry is gone already; `remove` clears the rest of the subtree's.
+            if self.node_mut(&key).is_none_or(|n| n.expire_at != Some(t)) {
+                continue;
+            }
+            let ev = self.remove(&key, Action::Expire);
+            Stats::inc(&self.stats.expire_count);
+            out.push(ev);
+        }
+        out
+    }
+}
