@@ -1,5 +1,6 @@
 //! Unit tests of the flag and environment parsing.
 
+use super::flags::all_flags;
 use super::*;
 use std::collections::HashMap;
 
