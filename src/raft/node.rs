@@ -173,10 +173,7 @@ impl RaftNode {
     /// Propose through this node's own batcher (it must be the leader).
     pub async fn propose_local(&self, cmd: Command) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Pending { cmd, tx })
-            .await
-            .map_err(|_| shutting_down())?;
+        enqueue(&self.queue, Pending { cmd, tx }, PROPOSAL_TIMEOUT).await?;
         rx.await.unwrap_or_else(|_| Err(shutting_down()))
     }
 
@@ -190,15 +187,23 @@ impl RaftNode {
             return cmds.iter().map(|_| Err(ProposeError::NotLeader)).collect();
         }
         let mut waiting = Vec::with_capacity(cmds.len());
+        let deadline = Instant::now() + PROPOSAL_TIMEOUT;
         for cmd in cmds {
             let (tx, rx) = oneshot::channel();
-            // A send fails only when the node shuts down; the dropped sender answers below.
-            let _ = self.queue.send(Pending { cmd, tx }).await;
-            waiting.push(rx);
+            let left = deadline.saturating_duration_since(Instant::now());
+            waiting.push(
+                match enqueue(&self.queue, Pending { cmd, tx }, left).await {
+                    Ok(()) => Ok(rx),
+                    Err(e) => Err(e),
+                },
+            );
         }
         let mut out = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            out.push(rx.await.unwrap_or_else(|_| Err(shutting_down())));
+        for w in waiting {
+            out.push(match w {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(shutting_down())),
+                Err(e) => Err(e),
+            });
         }
         out
     }
@@ -207,13 +212,12 @@ impl RaftNode {
     /// node has applied it too (read-your-writes here).
     async fn forward(&self, cmd: &Command, deadline: Instant) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.forward_queue
-            .send(Pending {
-                cmd: cmd.clone(),
-                tx,
-            })
-            .await
-            .map_err(|_| shutting_down())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pending = Pending {
+            cmd: cmd.clone(),
+            tx,
+        };
+        enqueue(&self.forward_queue, pending, left).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let w = match tokio::time::timeout(left, rx).await {
             Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down()))?,
@@ -326,9 +330,7 @@ impl RaftNode {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        leads(&self.raft)
     }
 
     pub fn state(&self) -> ServerState {
@@ -396,6 +398,14 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let (cmds, txs): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
             let n = cmds.len();
+            // Not the leader (any more): nothing is appended, the callers may send it on.
+            // After this check a rejection is no longer proof of that (see `propose_error`).
+            if !leads(&raft) {
+                for tx in txs {
+                    let _ = tx.send(Err(ProposeError::NotLeader));
+                }
+                return;
+            }
             match tokio::time::timeout(
                 PROPOSAL_TIMEOUT,
                 raft.client_write(Batch {
@@ -528,15 +538,49 @@ fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
     Some((id, member))
 }
 
+/// Put a proposal into a queue, waiting at most `wait` for room. Not queued means not
+/// proposed, so a timeout here is a plain failure (error 300), never a duplicate.
+async fn enqueue(
+    queue: &mpsc::Sender<Pending>,
+    p: Pending,
+    wait: Duration,
+) -> Result<(), ProposeError> {
+    match tokio::time::timeout(wait, queue.send(p)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(shutting_down()),
+        Err(_) => Err(ProposeError::Failed(EtcdError::raft(
+            "too many writes waiting (the leader is not keeping up)",
+        ))),
+    }
+}
+
 fn shutting_down() -> ProposeError {
     ProposeError::Failed(EtcdError::raft("node is shutting down"))
 }
 
+/// A failed `client_write`. Never [`ProposeError::NotLeader`]: openraft 0.9 answers
+/// `ForwardToLeader` both when it refuses the entry up front and when the entry *was* appended
+/// and then cut from this node's log by a newer leader (`DeleteConflictLog`). In the second
+/// case the entry may survive on another member and be committed by a later leader (possible
+/// with five members), so sending the commands again could apply them twice: the outcome is
+/// unknown, and the client is told so (error 300). The batcher checks leadership just before
+/// proposing, so a plain "not the leader" rarely gets here.
 fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::NotLeader,
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            ProposeError::Failed(EtcdError::raft(
+                "leadership changed while the write was in flight; it may or may not have been applied",
+            ))
+        }
         other => ProposeError::Failed(EtcdError::raft(other.to_string())),
     }
+}
+
+/// Does this node lead, as far as `raft` knows?
+fn leads(raft: &Raft) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.state == ServerState::Leader && m.current_leader == Some(m.id)
 }
 
 impl Command {
@@ -566,6 +610,32 @@ impl Command {
             Command::Unregister { name, .. } => name.len(),
             // Auth records are small (names, a password hash, a few patterns).
             Command::Auth(_) => 256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::error::ForwardToLeader;
+
+    /// A rejected `client_write` is never resent: `ForwardToLeader` may follow an append
+    /// that another member still holds (see `propose_error`).
+    #[test]
+    fn forward_to_leader_from_client_write_is_an_unknown_outcome() {
+        let e = RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+            leader_id: Some(7),
+            leader_node: None,
+        }));
+        match propose_error(&e) {
+            ProposeError::Failed(err) => {
+                assert_eq!(err.code, crate::error::Code::RaftInternal);
+                assert!(
+                    err.cause.contains("may or may not have been applied"),
+                    "{err:?}"
+                );
+            }
+            ProposeError::NotLeader => panic!("a possibly appended write would be sent again"),
         }
     }
 }
