@@ -1359,6 +1359,76 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
     );
 }
 
+/// Five members survive losing two of them, the leader among them, under load: a new leader
+/// within 3 s, writes through every survivor, nothing acknowledged lost; both members,
+/// restarted with their commands, catch up.
+#[test]
+fn five_members_survive_losing_two() {
+    let mut cl = Cluster::v01(5, &[]);
+    let all: Vec<usize> = (0..5).collect();
+    let old = cl.leader(&all, Duration::from_secs(10)).0;
+    let other = (0..5).find(|&i| i != old).unwrap();
+    let survivors: Vec<usize> = (0..5).filter(|&i| i != old && i != other).collect();
+    let addrs: Vec<String> = all.iter().map(|&i| cl.addr(i).to_string()).collect();
+    let load = Load::start(
+        &addrs,
+        "/five",
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        true,
+    );
+    thread::sleep(Duration::from_millis(700));
+    cl.p[other].kill9();
+    cl.p[old].kill9();
+    let killed = Instant::now();
+    let (new, leader_took) = cl.leader(&survivors, Duration::from_secs(3));
+    for &s in &survivors {
+        let path = format!("/v2/keys/five/after/{}", cl.p[s].name());
+        let r = call_t(cl.addr(s), "PUT", &path, "value=x", Duration::from_secs(5))
+            .unwrap_or_else(|e| fail!(cl, "write via {} after two died: {e}", cl.p[s].name()));
+        ensure!(
+            cl,
+            r.status == 201,
+            "write via {} after two died: {} {}",
+            cl.p[s].name(),
+            r.status,
+            r.body
+        );
+    }
+    eprintln!(
+        "killed {} (leader) and {}: {} leads after {leader_took:?}; a write through each survivor done {:?} after the kill",
+        cl.p[old].name(),
+        cl.p[other].name(),
+        cl.p[new].name(),
+        killed.elapsed()
+    );
+    thread::sleep(Duration::from_millis(500));
+    let acked = load.finish();
+    ensure!(
+        cl,
+        acked.len() > 20,
+        "the load made only {} writes",
+        acked.len()
+    );
+    let (body, _) = cl.converge(&survivors, "/", Duration::from_secs(10));
+    check_acked(&cl, survivors[0], &body, &acked);
+
+    cl.p[old].spawn();
+    cl.p[other].spawn();
+    for i in [old, other] {
+        cl.p[i].wait_ready(Duration::from_secs(30));
+    }
+    let (body, conv) = cl.converge(&all, "/", Duration::from_secs(20));
+    check_acked(&cl, old, &body, &acked);
+    check_acked(&cl, other, &body, &acked);
+    let l = cl.wait_views(&all, &all, Duration::from_secs(20));
+    eprintln!(
+        "both back: converged after {conv:?}; {} acked writes checked; leader {}",
+        acked.len(),
+        cl.p[l].name()
+    );
+}
+
 /// Without a quorum writes (and quorum reads) fail with error 300 within 10 s, both on a
 /// leader that lost its followers and on a lone follower; plain reads still answer. Then all
 /// three are killed and restarted with their commands: everything acknowledged is there.
