@@ -1287,6 +1287,22 @@ fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]
     );
 }
 
+/// Let the load run on for a moment after a failure, stop it, and check that the survivors
+/// agree and hold every acknowledged write; returns those writes.
+fn finish_load(cl: &Cluster, load: Load, survivors: &[usize]) -> Vec<(String, String)> {
+    thread::sleep(Duration::from_millis(500));
+    let acked = load.finish();
+    ensure!(
+        cl,
+        acked.len() > 20,
+        "the load made only {} writes",
+        acked.len()
+    );
+    let (body, _) = cl.converge(survivors, "/", Duration::from_secs(10));
+    check_acked(cl, survivors[0], &body, &acked);
+    acked
+}
+
 /// kill -9 of the leader under load: a new leader and a successful write within 3 s, no
 /// acknowledged write lost; the old leader, restarted with its command, catches up.
 #[test]
@@ -1335,16 +1351,7 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
         cl.p[new].name(),
         first_write.unwrap()
     );
-    thread::sleep(Duration::from_millis(500));
-    let acked = load.finish();
-    ensure!(
-        cl,
-        acked.len() > 20,
-        "the load made only {} writes",
-        acked.len()
-    );
-    let (body, _) = cl.converge(&survivors, "/", Duration::from_secs(10));
-    check_acked(&cl, survivors[0], &body, &acked);
+    let acked = finish_load(&cl, load, &survivors);
 
     cl.p[old].spawn();
     let took = cl.p[old].wait_ready(Duration::from_secs(30));
@@ -1402,16 +1409,7 @@ fn five_members_survive_losing_two() {
         cl.p[new].name(),
         killed.elapsed()
     );
-    thread::sleep(Duration::from_millis(500));
-    let acked = load.finish();
-    ensure!(
-        cl,
-        acked.len() > 20,
-        "the load made only {} writes",
-        acked.len()
-    );
-    let (body, _) = cl.converge(&survivors, "/", Duration::from_secs(10));
-    check_acked(&cl, survivors[0], &body, &acked);
+    let acked = finish_load(&cl, load, &survivors);
 
     cl.p[old].spawn();
     cl.p[other].spawn();
