@@ -83,6 +83,22 @@ pub enum Command {
 pub type CommandResult = Result<Option<Event>, EtcdError>;
 
 impl Command {
+    /// The key a key-space command writes (None for expiry, registry and auth commands).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Command::Set { key, .. }
+            | Command::Create { key, .. }
+            | Command::Update { key, .. }
+            | Command::CompareAndSwap { key, .. }
+            | Command::Delete { key, .. }
+            | Command::CompareAndDelete { key, .. } => Some(key),
+            Command::Expire { .. }
+            | Command::Register { .. }
+            | Command::Unregister { .. }
+            | Command::Auth(_) => None,
+        }
+    }
+
     pub fn apply(&self, store: &mut Store) -> CommandResult {
         match self {
             Command::Set {

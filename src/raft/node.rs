@@ -77,6 +77,15 @@ pub enum ProposeError {
 struct Pending {
     cmd: Command,
     tx: oneshot::Sender<Result<Written, ProposeError>>,
+    /// Bytes this command adds to a batch and to its answer (see [`drain`]).
+    cost: usize,
+}
+
+impl Pending {
+    fn new(cmd: Command, tx: oneshot::Sender<Result<Written, ProposeError>>) -> Pending {
+        let cost = cmd.approx_size();
+        Pending { cmd, tx, cost }
+    }
 }
 
 pub struct RaftNode {
@@ -173,7 +182,7 @@ impl RaftNode {
     /// Propose through this node's own batcher (it must be the leader).
     pub async fn propose_local(&self, cmd: Command) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        enqueue(&self.queue, Pending { cmd, tx }, PROPOSAL_TIMEOUT).await?;
+        enqueue(&self.queue, Pending::new(cmd, tx), PROPOSAL_TIMEOUT).await?;
         rx.await.unwrap_or_else(|_| Err(shutting_down()))
     }
 
@@ -192,7 +201,7 @@ impl RaftNode {
             let (tx, rx) = oneshot::channel();
             let left = deadline.saturating_duration_since(Instant::now());
             waiting.push(
-                match enqueue(&self.queue, Pending { cmd, tx }, left).await {
+                match enqueue(&self.queue, Pending::new(cmd, tx), left).await {
                     Ok(()) => Ok(rx),
                     Err(e) => Err(e),
                 },
@@ -213,10 +222,12 @@ impl RaftNode {
     async fn forward(&self, cmd: &Command, deadline: Instant) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
-        let pending = Pending {
-            cmd: cmd.clone(),
-            tx,
-        };
+        // The leader's answer carries the key's previous value too: count it, so that one
+        // forwarding call and its answer stay within MAX_BATCH_BYTES.
+        let mut pending = Pending::new(cmd.clone(), tx);
+        if let Some(key) = cmd.key() {
+            pending.cost += self.shared.read().store.value_len(key);
+        }
         enqueue(&self.forward_queue, pending, left).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let w = match tokio::time::timeout(left, rx).await {
@@ -446,12 +457,12 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
 
 /// `first` and whatever else is waiting in `rx`, up to `max` commands or [`MAX_BATCH_BYTES`].
 fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>, max: usize) -> Vec<Pending> {
-    let mut bytes = first.cmd.approx_size();
+    let mut bytes = first.cost;
     let mut batch = vec![first];
     while batch.len() < max && bytes < MAX_BATCH_BYTES {
         match rx.try_recv() {
             Ok(p) => {
-                bytes += p.cmd.approx_size();
+                bytes += p.cost;
                 batch.push(p);
             }
             Err(_) => break,

@@ -150,6 +150,14 @@ impl Store {
             .map(str::to_string)
     }
 
+    /// The length of the value at `key` (0 for a directory or a missing key); no copy.
+    pub fn value_len(&self, key: &str) -> usize {
+        self.lookup(&path::clean(key))
+            .ok()
+            .and_then(|n| n.value())
+            .map_or(0, str::len)
+    }
+
     /// Walk to a node. A component that is a key -> 104 (cause: that key); a missing
     /// component -> 100 (cause: the path up to it).
     fn lookup(&self, key: &str) -> Result<&Node, EtcdError> {

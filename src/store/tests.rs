@@ -416,3 +416,19 @@ fn a_directory_ttl_update_keeps_its_stored_modified_index() {
     );
     assert_eq!(st.index(), 2);
 }
+
+#[test]
+fn value_len_counts_a_key_value_and_nothing_else() {
+    let mut st = Store::new(1000);
+    st.set("/a/b", val("hello"), None, false).unwrap();
+    assert_eq!(st.value_len("/a/b"), 5);
+    assert_eq!(st.value_len("a/b/"), 5, "the key is cleaned like any other");
+    assert_eq!(st.value_len("/a"), 0, "a directory has no value");
+    assert_eq!(st.value_len("/missing"), 0);
+    assert_eq!(st.value_len("/a/b/c"), 0, "below a key");
+    assert_eq!(
+        st.stats().gets_success + st.stats().gets_fail,
+        0,
+        "not a client read"
+    );
+}
