@@ -473,10 +473,11 @@ fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>, max: usize) -> Vec<Pe
 
 /// Follower side of forwarding: send what has accumulated to the leader in one call, with at
 /// most [`FORWARD_IN_FLIGHT`] calls outstanding per leader (while they are, writes pile up for
-/// the next call). A new leader gets a fresh budget, so calls stuck on a leader that stopped
+/// the next call). Each member has its own budget, so calls stuck on a leader that stopped
 /// answering do not hold up writes once another node leads.
 async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Receiver<Pending>) {
-    let mut budget: Option<(NodeId, Arc<Semaphore>)> = None;
+    // One budget per member that has led (a handful at most), kept across leader changes.
+    let mut budgets: std::collections::HashMap<NodeId, Arc<Semaphore>> = Default::default();
     loop {
         let Some(first) = rx.recv().await else { return };
         let (leader, slot) = loop {
@@ -484,14 +485,10 @@ async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Rec
                 // No leader, or this node leads now: the callers retry (and propose locally).
                 break (None, None);
             };
-            let slots = match &budget {
-                Some((l, slots)) if *l == id => slots.clone(),
-                _ => {
-                    let slots = Arc::new(Semaphore::new(FORWARD_IN_FLIGHT));
-                    budget = Some((id, slots.clone()));
-                    slots
-                }
-            };
+            let slots = budgets
+                .entry(id)
+                .or_insert_with(|| Arc::new(Semaphore::new(FORWARD_IN_FLIGHT)))
+                .clone();
             // Look at the leader again now and then while its budget is used up.
             if let Ok(Ok(slot)) = tokio::time::timeout(RETRY_PAUSE, slots.acquire_owned()).await {
                 break (Some(leader), Some(slot));
