@@ -141,7 +141,6 @@ impl RaftNode {
         })
     }
 
-    /// Propose a command and wait until it is applied.
     /// Propose a command and wait until it is applied on this node. On a follower the
     /// command is forwarded to the leader (Decision D5), and the answer waits until this node
     /// has applied it too, so the client reads its own write here. A command is re-sent only
@@ -152,7 +151,7 @@ impl RaftNode {
         let deadline = started + PROPOSAL_TIMEOUT;
         let res = loop {
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.id => self.propose_local(cmd.clone()).await,
+                Some((id, _)) if id == self.id => self.propose_local(cmd.clone(), deadline).await,
                 Some(_) => self.forward(&cmd, deadline).await,
                 None => Err(ProposeError::NotLeader),
             };
@@ -179,10 +178,16 @@ impl RaftNode {
         res
     }
 
-    /// Propose through this node's own batcher (it must be the leader).
-    pub async fn propose_local(&self, cmd: Command) -> Result<Written, ProposeError> {
+    /// Propose through this node's own batcher (it must be the leader); waiting for room in
+    /// the queue ends at `deadline`.
+    async fn propose_local(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        enqueue(&self.queue, Pending::new(cmd, tx), PROPOSAL_TIMEOUT).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        enqueue(&self.queue, Pending::new(cmd, tx), left).await?;
         rx.await.unwrap_or_else(|_| Err(shutting_down()))
     }
 
@@ -201,10 +206,9 @@ impl RaftNode {
             let (tx, rx) = oneshot::channel();
             let left = deadline.saturating_duration_since(Instant::now());
             waiting.push(
-                match enqueue(&self.queue, Pending::new(cmd, tx), left).await {
-                    Ok(()) => Ok(rx),
-                    Err(e) => Err(e),
-                },
+                enqueue(&self.queue, Pending::new(cmd, tx), left)
+                    .await
+                    .map(|()| rx),
             );
         }
         let mut out = Vec::with_capacity(waiting.len());
@@ -232,7 +236,8 @@ impl RaftNode {
         let left = deadline.saturating_duration_since(Instant::now());
         let w = match tokio::time::timeout(left, rx).await {
             Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down()))?,
-            // Sent, outcome unknown: do not risk applying it twice.
+            // Perhaps sent, outcome unknown: do not risk applying it twice. (If it is still
+            // queued here, the forwarder drops it: this caller is gone.)
             Err(_) => {
                 return Err(ProposeError::Failed(EtcdError::raft(
                     "forwarding to the leader timed out",
