@@ -133,21 +133,19 @@ impl WatchHub {
             return;
         }
         let key = ev.node.key.clone();
-        // One shared copy for every watcher it reaches (a channel slot is then a pointer).
-        let ev = Arc::new(ev.clone());
-        let ev = &ev;
+        let mut ev = Delivery { ev, shared: None };
         let mut done: HashSet<u64> = HashSet::new();
         for p in removed {
-            self.notify_path(ev, p, &key, true, &mut done);
+            self.notify_path(&mut ev, p, &key, true, &mut done);
         }
         for p in path::ancestors_and_self(&key) {
-            self.notify_path(ev, &p, &key, false, &mut done);
+            self.notify_path(&mut ev, &p, &key, false, &mut done);
         }
     }
 
     fn notify_path(
         &mut self,
-        ev: &Arc<Event>,
+        ev: &mut Delivery<'_>,
         at: &str,
         key: &str,
         deleted: bool,
@@ -164,11 +162,11 @@ impl WatchHub {
             }
             let visible = original || w.show_hidden || !path::hidden_below(at, key);
             let wanted = w.recursive || original || deleted;
-            if !(visible && wanted && ev.index() >= w.since) {
+            if !(visible && wanted && ev.ev.index() >= w.since) {
                 return true;
             }
             done.insert(w.id);
-            match w.tx.try_send(ev.clone()) {
+            match w.tx.try_send(ev.share()) {
                 // A one-shot watcher is done after its event; a stream keeps going.
                 Ok(()) => w.stream,
                 // Full: the client is not keeping up; dropping the sender ends its stream.
@@ -180,5 +178,20 @@ impl WatchHub {
         if list.is_empty() {
             self.by_path.remove(at);
         }
+    }
+}
+
+/// An event on its way to watchers: copied once, into an `Arc` every watcher it reaches
+/// shares (a channel slot is then a pointer), and only if some watcher takes it.
+struct Delivery<'a> {
+    ev: &'a Event,
+    shared: Option<Arc<Event>>,
+}
+
+impl Delivery<'_> {
+    fn share(&mut self) -> Arc<Event> {
+        self.shared
+            .get_or_insert_with(|| Arc::new(self.ev.clone()))
+            .clone()
     }
 }
