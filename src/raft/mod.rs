@@ -8,9 +8,11 @@
 //! * `node` - what the API uses: group-committing proposals, leader info, readiness, expiry.
 
 pub mod cluster;
+pub mod codec;
 pub mod disk;
 pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
