@@ -102,6 +102,20 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection that connects on its first request (and reconnects after
+    /// an error), for polling a server that may not listen yet.
+    pub fn lazy(target: Arc<Target>) -> Conn {
+        Conn {
+            target,
+            sender: None,
+        }
+    }
+
+    /// The target's `host:port`, for messages.
+    pub fn target_name(&self) -> &str {
+        &self.target.host
+    }
+
     pub async fn open(target: Arc<Target>) -> Result<Conn> {
         let sender = connect(&target).await?;
         Ok(Conn {
@@ -188,23 +202,28 @@ pub fn build_request(
     Ok(builder.body(Full::new(body))?)
 }
 
-/// Opens `n` connections, a bounded number at a time.
-pub async fn open_conns(target: &Arc<Target>, n: usize) -> Result<Vec<Conn>> {
+/// Opens `n` connections, a bounded number at a time; connection `c` goes to
+/// `targets[c % targets.len()]`, and the result keeps that order.
+pub async fn open_conns(targets: &[Arc<Target>], n: usize) -> Result<Vec<Conn>> {
+    if targets.is_empty() {
+        bail!("no target to connect to");
+    }
     let sem = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
     let mut set = JoinSet::new();
-    for _ in 0..n {
-        let target = target.clone();
+    for c in 0..n {
+        let target = targets[c % targets.len()].clone();
         let sem = sem.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            Conn::open(target).await
+            Conn::open(target).await.map(|conn| (c, conn))
         });
     }
     let mut conns = Vec::with_capacity(n);
     while let Some(joined) = set.join_next().await {
         conns.push(joined.context("connect task")??);
     }
-    Ok(conns)
+    conns.sort_by_key(|(c, _)| *c);
+    Ok(conns.into_iter().map(|(_, conn)| conn).collect())
 }
 
 pub fn keys_path(api: Api, key: &str) -> String {
@@ -225,6 +244,22 @@ pub fn make_value(size: usize) -> String {
     (0..size).map(|j| (b'a' + (j % 26) as u8) as char).collect()
 }
 
+/// Path of key `i` of the `scale` workload (zero-padded, so that the keys of
+/// one million sort and read alike).
+pub fn scale_key_path(i: usize) -> String {
+    format!("/v2/keys/scale/k{i:07}")
+}
+
+/// The value `scale` writes to key `i`: its number, then filler, `size` bytes
+/// in all (cut short when `size` is smaller than the number).
+pub fn scale_value(i: usize, size: usize) -> String {
+    let mut v = format!("v{i:07}-");
+    v.truncate(size);
+    let filler = make_value(size - v.len());
+    v.push_str(&filler);
+    v
+}
+
 /// The value of `node.value` in an etcd JSON answer.
 pub fn node_value(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -234,6 +269,12 @@ pub fn node_value(body: &[u8]) -> Option<String> {
 pub fn node_modified_index(body: &[u8]) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.get("node")?.get("modifiedIndex")?.as_u64()
+}
+
+/// The `errorCode` of an etcd JSON error answer (101: compare failed).
+pub fn error_code(body: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("errorCode")?.as_u64()
 }
 
 /// True when a 404/405 means "no such endpoint" rather than an etcd error
@@ -259,6 +300,43 @@ pub fn describe(method: &Method, path: &str, resp: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connection `c` goes to target `c % n`, in order, whatever order the
+    /// connects finish in.
+    #[tokio::test]
+    async fn connections_are_spread_round_robin() {
+        let mut targets = Vec::new();
+        for _ in 0..3 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((sock, _)) = listener.accept().await {
+                    held.push(sock);
+                }
+            });
+            targets.push(Arc::new(
+                resolve_target(&format!("http://{addr}")).await.unwrap(),
+            ));
+        }
+        let conns = open_conns(&targets, 7).await.unwrap();
+        let got: Vec<&str> = conns.iter().map(|c| c.target_name()).collect();
+        let want: Vec<&str> = (0..7).map(|c| targets[c % 3].host.as_str()).collect();
+        assert_eq!(got, want);
+        assert!(open_conns(&[], 1).await.is_err());
+    }
+
+    #[test]
+    fn scale_keys_and_values() {
+        assert_eq!(scale_key_path(42), "/v2/keys/scale/k0000042");
+        assert_eq!(scale_key_path(12_345_678), "/v2/keys/scale/k12345678");
+        let v = scale_value(42, 100);
+        assert_eq!(v.len(), 100);
+        assert!(v.starts_with("v0000042-abc"), "{v}");
+        assert_ne!(scale_value(1, 100), scale_value(2, 100));
+        assert_eq!(scale_value(42, 4), "v000");
+        assert_eq!(scale_value(42, 0), "");
+    }
 
     #[test]
     fn encodes_query_values() {

@@ -1,8 +1,9 @@
-//! Throughput workloads: PUT, GET, quorum GET and CAS over N connections.
+//! Throughput workloads: PUT, GET, quorum GET and CAS over N connections
+//! (spread round-robin over the targets), and the timed phase `scale` reuses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -10,19 +11,27 @@ use tokio::task::JoinSet;
 
 use crate::cli::{Api, Kind, Options, WorkloadDef};
 use crate::http::{
-    Conn, Target, describe, encode, is_unsupported, keys_path, make_value, node_value, open_conns,
-    snippet, write_method,
+    Conn, Target, describe, encode, error_code, is_unsupported, keys_path, make_value,
+    node_modified_index, node_value, open_conns, scale_key_path, scale_value, snippet,
+    write_method,
 };
 use crate::report::{ErrorLog, Report, Status, Tally};
 
 /// Number of keys written before the read workloads.
 pub const GET_KEYS: usize = 100;
+/// etcd's error code for a failed prevIndex/prevValue comparison.
+const COMPARE_FAILED: u64 = 101;
+/// How long the other members may take to show the setup writes.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared, read-only state of a running load workload.
 pub struct Load {
     pub def: WorkloadDef,
     pub requests: usize,
+    /// The value of every `put-*` write.
     pub value: String,
+    /// Size of the per-key values of `scale`.
+    pub value_size: usize,
     pub next: AtomicUsize,
     pub deadline: Instant,
     pub capped: AtomicBool,
@@ -44,6 +53,11 @@ pub async fn one_op(load: &Load, conn: &mut Conn, worker: usize, i: usize) -> Ou
             keys_path(api, &format!("k{i}")),
             Some(format!("value={}", load.value)),
         ),
+        Kind::Scale => (
+            Method::PUT,
+            scale_key_path(i),
+            Some(format!("value={}", scale_value(i, load.value_size))),
+        ),
         Kind::Get => (
             Method::GET,
             keys_path(api, &format!("k{}", i % GET_KEYS)),
@@ -59,17 +73,19 @@ pub async fn one_op(load: &Load, conn: &mut Conn, worker: usize, i: usize) -> Ou
         ),
         Kind::Cas => {
             let get_path = keys_path(api, "cas");
-            let current = match conn.request(Method::GET, &get_path, None).await {
-                Ok(resp) if resp.status == StatusCode::OK => match node_value(&resp.body) {
-                    Some(v) => v,
-                    None => {
-                        load.errors.record(format!(
-                            "GET {get_path}: no node.value in {}",
-                            snippet(&resp.body)
-                        ));
-                        return Outcome::Error;
+            let index = match conn.request(Method::GET, &get_path, None).await {
+                Ok(resp) if resp.status == StatusCode::OK => {
+                    match node_modified_index(&resp.body) {
+                        Some(v) => v,
+                        None => {
+                            load.errors.record(format!(
+                                "GET {get_path}: no node.modifiedIndex in {}",
+                                snippet(&resp.body)
+                            ));
+                            return Outcome::Error;
+                        }
                     }
-                },
+                }
                 Ok(resp) => {
                     load.errors.record(describe(&Method::GET, &get_path, &resp));
                     return Outcome::Error;
@@ -81,7 +97,7 @@ pub async fn one_op(load: &Load, conn: &mut Conn, worker: usize, i: usize) -> Ou
             };
             (
                 Method::PUT,
-                format!("{get_path}?prevValue={}", encode(&current)),
+                format!("{get_path}?prevIndex={index}"),
                 Some(format!("value=w{worker}-{i}")),
             )
         }
@@ -89,8 +105,11 @@ pub async fn one_op(load: &Load, conn: &mut Conn, worker: usize, i: usize) -> Ou
     };
     match conn.request(method.clone(), &path, form.as_deref()).await {
         Ok(resp) if resp.status.is_success() => Outcome::Ok,
+        // Another connection swapped first: "compare failed", an expected outcome.
         Ok(resp)
-            if load.def.kind == Kind::Cas && resp.status == StatusCode::PRECONDITION_FAILED =>
+            if load.def.kind == Kind::Cas
+                && resp.status == StatusCode::PRECONDITION_FAILED
+                && error_code(&resp.body) == Some(COMPARE_FAILED) =>
         {
             Outcome::Conflict
         }
@@ -159,10 +178,10 @@ pub async fn probe(conn: &mut Conn, api: Api, key: &str, value: &str) -> Result<
     }
 }
 
-pub async fn run_load(target: &Arc<Target>, def: WorkloadDef, opts: &Options) -> Report {
+pub async fn run_load(targets: &[Arc<Target>], def: WorkloadDef, opts: &Options) -> Report {
     let conns_n = opts.conns.unwrap_or(def.conns);
     let mut report = Report::new(&def, conns_n, opts.requests);
-    let mut conns = match open_conns(target, conns_n).await {
+    let mut conns = match open_conns(targets, conns_n).await {
         Ok(c) => c,
         Err(e) => {
             report.status = Status::Failed(format!("opening {conns_n} connections: {e:#}"));
@@ -176,87 +195,188 @@ pub async fn run_load(target: &Arc<Target>, def: WorkloadDef, opts: &Options) ->
         Kind::Put => probe(&mut conns[0], def.api, "probe", &value).await,
         Kind::Get | Kind::QuorumGet => probe(&mut conns[0], def.api, "k0", &value).await,
         Kind::Cas => probe(&mut conns[0], def.api, "cas", "c0").await,
-        Kind::Watch => unreachable!("watch has its own runner"),
+        Kind::Watch | Kind::Scale => unreachable!("{:?} has its own runner", def.kind),
     };
     if let Err(status) = probe_result {
         report.status = status;
         return report;
     }
-    if matches!(def.kind, Kind::Get | Kind::QuorumGet) {
-        let setup_errors = Arc::new(ErrorLog::default());
-        let stride = conns.len();
-        let mut set = JoinSet::new();
-        for (w, mut conn) in conns.drain(..).enumerate() {
-            let errors = setup_errors.clone();
-            let value = value.clone();
-            set.spawn(async move {
-                for k in (1 + w..GET_KEYS).step_by(stride) {
-                    let path = keys_path(def.api, &format!("k{k}"));
-                    let method = write_method(def.api);
-                    match conn
-                        .request(method.clone(), &path, Some(&format!("value={value}")))
-                        .await
-                    {
-                        Ok(resp) if resp.status.is_success() => {}
-                        Ok(resp) => errors.record(describe(&method, &path, &resp)),
-                        Err(e) => errors.record(format!("{method} {path}: {e:#}")),
-                    }
-                }
-                conn
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(conn) => conns.push(conn),
-                Err(e) => setup_errors.record(format!("setup task: {e}")),
-            }
-        }
-        if setup_errors.count() > 0 {
-            report.status = Status::Failed(format!(
-                "{} of the {GET_KEYS} setup writes failed, first: {}",
-                setup_errors.count(),
-                setup_errors.samples().join(" | ")
-            ));
-            return report;
-        }
+    if matches!(def.kind, Kind::Get | Kind::QuorumGet)
+        && let Err(why) = write_get_keys(&mut conns, def.api, &value).await
+    {
+        report.status = Status::Failed(why);
+        return report;
+    }
+    // Every member must see the setup writes before the timed phase reads them.
+    if targets.len() > 1
+        && let Err(why) = barrier(&mut conns, targets.len()).await
+    {
+        report.status = Status::Failed(why);
+        return report;
     }
 
-    let start = Instant::now();
     let load = Arc::new(Load {
-        def,
+        def: def.clone(),
         requests: opts.requests,
         value,
+        value_size: opts.value_size,
         next: AtomicUsize::new(0),
-        deadline: start + opts.duration_cap,
+        deadline: Instant::now() + opts.duration_cap,
         capped: AtomicBool::new(false),
         errors: ErrorLog::default(),
     });
+    let done = drive(load, conns).await;
+    done.fill(&mut report);
+    if def.kind == Kind::Cas {
+        let attempts = report.ok + report.conflicts;
+        report.note = format!(
+            "412={} attempts/s={:.1}",
+            report.conflicts,
+            attempts as f64 / report.secs.max(f64::MIN_POSITIVE)
+        );
+    }
+    report
+}
+
+/// Writes keys `k1..k{GET_KEYS}` (`k0` is the probe) over all connections.
+async fn write_get_keys(conns: &mut Vec<Conn>, api: Api, value: &str) -> Result<(), String> {
+    let errors = Arc::new(ErrorLog::default());
+    let stride = conns.len();
+    let mut set = JoinSet::new();
+    for (w, mut conn) in conns.drain(..).enumerate() {
+        let errors = errors.clone();
+        let form = format!("value={value}");
+        set.spawn(async move {
+            for k in (1 + w..GET_KEYS).step_by(stride) {
+                let path = keys_path(api, &format!("k{k}"));
+                let method = write_method(api);
+                match conn.request(method.clone(), &path, Some(&form)).await {
+                    Ok(resp) if resp.status.is_success() => {}
+                    Ok(resp) => errors.record(describe(&method, &path, &resp)),
+                    Err(e) => errors.record(format!("{method} {path}: {e:#}")),
+                }
+            }
+            (w, conn)
+        });
+    }
+    let mut back = Vec::with_capacity(stride);
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(pair) => back.push(pair),
+            Err(e) => errors.record(format!("setup task: {e}")),
+        }
+    }
+    // Keep the round-robin order: connection c still goes to target c % n.
+    back.sort_by_key(|(w, _)| *w);
+    conns.extend(back.into_iter().map(|(_, conn)| conn));
+    if errors.count() > 0 {
+        return Err(format!(
+            "{} of the {GET_KEYS} setup writes failed, first: {}",
+            errors.count(),
+            errors.samples().join(" | ")
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a fresh value to `bench/barrier` through the first connection, then
+/// waits (bounded) until the first connection of every other target reads it
+/// back: from then on every member has applied the setup writes before it.
+pub async fn barrier(conns: &mut [Conn], targets: usize) -> Result<(), String> {
+    let stamp = format!(
+        "b{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let path = keys_path(Api::V2, "barrier");
+    let form = format!("value={stamp}");
+    match conns[0].request(Method::PUT, &path, Some(&form)).await {
+        Ok(resp) if resp.status.is_success() => {}
+        Ok(resp) => return Err(format!("barrier: {}", describe(&Method::PUT, &path, &resp))),
+        Err(e) => return Err(format!("barrier: PUT {path}: {e:#}")),
+    }
+    let deadline = Instant::now() + BARRIER_TIMEOUT;
+    for conn in conns.iter_mut().take(targets).skip(1) {
+        loop {
+            let last = match conn.request(Method::GET, &path, None).await {
+                Ok(resp) if node_value(&resp.body).as_deref() == Some(stamp.as_str()) => break,
+                Ok(resp) => describe(&Method::GET, &path, &resp),
+                Err(e) => format!("GET {path}: {e:#}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "barrier: {} did not see the setup writes within {}s; last answer: {last}",
+                    conn.target_name(),
+                    BARRIER_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// What the timed phase of a load produced.
+pub struct Done {
+    pub ok: usize,
+    pub conflicts: usize,
+    /// Sorted, of the ok and conflicting operations.
+    pub latencies_us: Vec<u64>,
+    pub secs: f64,
+    pub errors: usize,
+    pub error_samples: Vec<String>,
+    pub capped: bool,
+}
+
+impl Done {
+    /// Copies the figures into `report`; `req/s` counts successful operations.
+    pub fn fill(self, report: &mut Report) {
+        report.ok = self.ok;
+        report.conflicts = self.conflicts;
+        report.secs = self.secs;
+        report.latencies_us = self.latencies_us;
+        report.errors = self.errors;
+        report.error_samples = self.error_samples;
+        report.capped = self.capped;
+        if report.secs > 0.0 {
+            report.throughput = Some(report.ok as f64 / report.secs);
+        }
+    }
+}
+
+/// The timed phase: one worker per connection until the requests run out or
+/// the deadline passes.
+pub async fn drive(load: Arc<Load>, conns: Vec<Conn>) -> Done {
+    let start = Instant::now();
     let mut set = JoinSet::new();
     for (w, conn) in conns.into_iter().enumerate() {
         set.spawn(worker_loop(load.clone(), conn, w));
     }
-    let mut latencies = Vec::with_capacity(opts.requests);
+    let mut done = Done {
+        ok: 0,
+        conflicts: 0,
+        latencies_us: Vec::with_capacity(load.requests.min(1 << 24)),
+        secs: 0.0,
+        errors: 0,
+        error_samples: Vec::new(),
+        capped: false,
+    };
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(t) => {
-                report.ok += t.ok;
-                report.conflicts += t.conflicts;
-                latencies.extend(t.latencies_us);
+                done.ok += t.ok;
+                done.conflicts += t.conflicts;
+                done.latencies_us.extend(t.latencies_us);
             }
             Err(e) => load.errors.record(format!("worker task: {e}")),
         }
     }
-    report.secs = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    report.latencies_us = latencies;
-    report.errors = load.errors.count();
-    report.error_samples = load.errors.samples();
-    report.capped = load.capped.load(Ordering::Relaxed);
-    if report.secs > 0.0 {
-        report.throughput = Some((report.ok + report.conflicts) as f64 / report.secs);
-    }
-    if def.kind == Kind::Cas {
-        report.note = format!("412={}", report.conflicts);
-    }
-    report
+    done.secs = start.elapsed().as_secs_f64();
+    done.latencies_us.sort_unstable();
+    done.errors = load.errors.count();
+    done.error_samples = load.errors.samples();
+    done.capped = load.capped.load(Ordering::Relaxed);
+    done
 }

@@ -45,7 +45,7 @@ pub enum Status {
 }
 
 pub struct Report {
-    pub name: &'static str,
+    pub name: String,
     pub conns: usize,
     pub requests: usize,
     pub status: Status,
@@ -63,7 +63,7 @@ pub struct Report {
 impl Report {
     pub fn new(def: &WorkloadDef, conns: usize, requests: usize) -> Report {
         Report {
-            name: def.name,
+            name: def.name.clone(),
             conns,
             requests,
             status: Status::Done,
@@ -182,10 +182,9 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::WORKLOADS;
 
     fn report_with(latencies_ms: &[u64]) -> Report {
-        let mut r = Report::new(&WORKLOADS[3], 64, 100);
+        let mut r = Report::new(&WorkloadDef::parse("put-v2-64").unwrap(), 64, 100);
         r.latencies_us = latencies_ms.iter().map(|ms| ms * 1000).collect();
         r
     }

@@ -49,10 +49,10 @@ pub async fn watch_one(
     Ok((at, body))
 }
 
-pub async fn run_watch(target: &Arc<Target>, def: WorkloadDef, opts: &Options) -> Report {
+pub async fn run_watch(targets: &[Arc<Target>], def: WorkloadDef, opts: &Options) -> Report {
     let watchers = opts.conns.unwrap_or(def.conns);
     let mut report = Report::new(&def, watchers, watchers);
-    let mut writer = match Conn::open(target.clone()).await {
+    let mut writer = match Conn::open(targets[0].clone()).await {
         Ok(c) => c,
         Err(e) => {
             report.status = Status::Failed(format!("{e:#}"));
@@ -80,7 +80,7 @@ pub async fn run_watch(target: &Arc<Target>, def: WorkloadDef, opts: &Options) -
     );
 
     let setup_start = Instant::now();
-    let conns = match open_conns(target, watchers).await {
+    let conns = match open_conns(targets, watchers).await {
         Ok(c) => c,
         Err(e) => {
             report.status = Status::Failed(format!(
