@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::{Api, Kind, Options, WorkloadDef};
 use crate::http::{
-    Conn, Target, describe, encode, error_code, is_unsupported, keys_path, make_value,
+    Conn, Response, Target, describe, encode, error_code, is_unsupported, keys_path, make_value,
     node_modified_index, node_value, open_conns, scale_key_path, scale_value, snippet,
     write_method,
 };
@@ -106,13 +106,7 @@ pub async fn one_op(load: &Load, conn: &mut Conn, worker: usize, i: usize) -> Ou
     match conn.request(method.clone(), &path, form.as_deref()).await {
         Ok(resp) if resp.status.is_success() => Outcome::Ok,
         // Another connection swapped first: "compare failed", an expected outcome.
-        Ok(resp)
-            if load.def.kind == Kind::Cas
-                && resp.status == StatusCode::PRECONDITION_FAILED
-                && error_code(&resp.body) == Some(COMPARE_FAILED) =>
-        {
-            Outcome::Conflict
-        }
+        Ok(resp) if load.def.kind == Kind::Cas && is_compare_failed(&resp) => Outcome::Conflict,
         Ok(resp) => {
             load.errors.record(describe(&method, &path, &resp));
             Outcome::Error
@@ -236,6 +230,12 @@ pub async fn run_load(targets: &[Arc<Target>], def: WorkloadDef, opts: &Options)
         );
     }
     report
+}
+
+/// A lost CAS race: 412 with etcd's "compare failed" error code. Any other
+/// 412 (or a 412 without an etcd error body) is an error.
+pub fn is_compare_failed(resp: &Response) -> bool {
+    resp.status == StatusCode::PRECONDITION_FAILED && error_code(&resp.body) == Some(COMPARE_FAILED)
 }
 
 /// Writes keys `k1..k{GET_KEYS}` (`k0` is the probe) over all connections.
@@ -379,4 +379,22 @@ pub async fn drive(load: Arc<Load>, conns: Vec<Conn>) -> Done {
     done.error_samples = load.errors.samples();
     done.capped = load.capped.load(Ordering::Relaxed);
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_compare_failed_412s_are_lost_races() {
+        let resp = |code: u16, body: &str| Response {
+            status: StatusCode::from_u16(code).unwrap(),
+            body: Bytes::from(body.to_string()),
+        };
+        let failed = r#"{"errorCode":101,"message":"Compare failed","cause":"[5 != 4]","index":5}"#;
+        assert!(is_compare_failed(&resp(412, failed)));
+        assert!(!is_compare_failed(&resp(412, r#"{"errorCode":105}"#)));
+        assert!(!is_compare_failed(&resp(412, "precondition failed")));
+        assert!(!is_compare_failed(&resp(200, failed)));
+    }
 }
