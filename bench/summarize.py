@@ -196,6 +196,7 @@ def scale(etcd_label, files):
         ("VmHWM after the load, MB", lambda r: mb(get(r, "scale", "memory", "hwm_kb")), 0, True),
         ("max VmRSS sampled every 100 ms, MB", lambda r: mb(get(r, "scale", "memory", "max_rss_kb")), 0, True),
         ("VmRSS after {} s quiet, MB", lambda r: mb(get(r, "scale", "memory", "rss_after_kb")), 0, True),
+        ("VmHWM after {} s quiet, MB", lambda r: mb(get(r, "scale", "memory", "hwm_after_settle_kb")), 0, True),
         ("data dir after the load, MB", lambda r: mb(r.get("data_kb")), 0, True),
         ("stop: SIGTERM to exit, s", lambda r: None if r.get("stop_ms") is None else r["stop_ms"] / 1000, 2, True),
         ("**restart: spawn to GET 200, s**", lambda r: None if r.get("restart_ms") is None else r["restart_ms"] / 1000, 2, True),

@@ -72,6 +72,9 @@ pub struct MemStats {
     pub samples: usize,
     /// `VmRSS` after the settle time.
     pub rss_after_kb: u64,
+    /// `VmHWM` after the settle time: higher than `hwm_kb` when the server
+    /// grew after the load (a snapshot, a compaction).
+    pub hwm_after_kb: u64,
 }
 
 pub struct ScaleReport {
@@ -135,6 +138,7 @@ impl ScaleReport {
                 "max_rss_kb": m.max_rss_kb,
                 "samples": m.samples,
                 "rss_after_kb": m.rss_after_kb,
+                "hwm_after_settle_kb": m.hwm_after_kb,
             })
         });
         serde_json::json!({
@@ -204,13 +208,14 @@ impl ScaleReport {
         }
         if let Some(m) = &self.mem {
             out.push_str(&format!(
-                "memory   pid {}: VmHWM {} KB, max VmRSS {} KB ({} samples), VmRSS {} KB after {} s quiet\n",
+                "memory   pid {}: VmHWM {} KB, max VmRSS {} KB ({} samples); after {} s quiet: VmRSS {} KB, VmHWM {} KB\n",
                 m.pid,
                 m.hwm_kb,
                 m.max_rss_kb,
                 m.samples,
+                self.settle.as_secs_f64(),
                 m.rss_after_kb,
-                self.settle.as_secs_f64()
+                m.hwm_after_kb
             ));
         }
         out.trim_end().to_string()
@@ -443,6 +448,7 @@ pub async fn run_scale(targets: &[Arc<Target>], def: WorkloadDef, opts: &Options
                     max_rss_kb: sampled.max_rss_kb,
                     samples: sampled.samples,
                     rss_after_kb: after.rss_kb,
+                    hwm_after_kb: after.hwm_kb,
                 })
             }
             Err(e) => {
@@ -586,6 +592,7 @@ mod tests {
                 max_rss_kb: 290,
                 samples: 20,
                 rss_after_kb: 200,
+                hwm_after_kb: 310,
             }),
         };
         let j = r.json();
@@ -598,7 +605,11 @@ mod tests {
         let text = r.text();
         assert!(text.contains("writes/s 5.0"), "{text}");
         assert!(text.contains("max 9.000 ms"), "{text}");
-        assert!(text.contains("VmRSS 200 KB after 1 s quiet"), "{text}");
+        assert!(
+            text.contains("after 1 s quiet: VmRSS 200 KB, VmHWM 310 KB"),
+            "{text}"
+        );
+        assert_eq!(j["memory"]["hwm_after_settle_kb"], 310);
 
         r.probe.errors = 1;
         assert!(r.failed());
