@@ -199,10 +199,11 @@ mod tests {
         assert_eq!(report_with(&[]).percentile_ms(0.5), None);
     }
 
-    /// bench/compare.sh reads the table with awk: column 1 name, 3 `-` for
-    /// unsupported/failed rows, 6 req/s, 7 p50; the note comes last.
+    /// bench/summarize.py reads the tables of compare.sh and compare_cluster.sh:
+    /// column 1 name, 2 conns, 3 `-` for unsupported/failed rows, 4 err, 6 req/s,
+    /// 7 p50, and `412=<n>` in the note, which comes last.
     #[test]
-    fn table_rows_keep_the_columns_compare_sh_reads() {
+    fn table_rows_keep_the_columns_summarize_py_reads() {
         let mut r = report_with(&[1, 2, 3]);
         r.ok = 3;
         r.secs = 0.5;
@@ -214,6 +215,11 @@ mod tests {
             (cols[0], cols[2], cols[5], cols[6]),
             ("put-v2-64", "3", "6.0", "2.000")
         );
+        r.note = "412=17 attempts/s=40.0".into();
+        let row = r.table_row();
+        let cols: Vec<_> = row.split_whitespace().collect();
+        assert_eq!((cols[1], cols[3], cols[10]), ("64", "0", "412=17"), "{row}");
+        r.note.clear();
 
         r.status = Status::Unsupported("PUT /v2/keys/bench/probe -> 404".into());
         let row = r.table_row();
