@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 /// The data file inside the data directory.
 pub const DATA_FILE: &str = "etcd.redb";
+/// The write-ahead log (the Raft log) inside the data directory.
+pub const WAL_DIR: &str = "wal";
 /// The identity file inside the data directory.
 pub const INFO_FILE: &str = "info";
 
@@ -177,9 +179,14 @@ pub fn prepare_data_dir(cfg: &mut Config) -> Result<std::fs::File> {
     }
     let info_path = dir.join(INFO_FILE);
     if cfg.force {
-        for f in [INFO_FILE, DATA_FILE] {
+        for f in [INFO_FILE, DATA_FILE, WAL_DIR] {
             let p = dir.join(f);
-            match std::fs::remove_file(&p) {
+            let removed = if f == WAL_DIR {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match removed {
                 Ok(()) => tracing::warn!(file = %p.display(), "removed (-f)"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io("cannot remove", &p, e)),

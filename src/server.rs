@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, now_nanos};
 use crate::config::{ClusterState, Config};
-use crate::data_dir::{DATA_FILE, prepare_data_dir};
+use crate::data_dir::{DATA_FILE, WAL_DIR, prepare_data_dir};
 use crate::error::{Error, EtcdError, Result};
 use crate::raft::cluster::{self, JoinRequest, JoinResponse};
 use crate::raft::disk::{Disk, META_NODE_ID};
@@ -32,10 +32,13 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::node::RaftNode;
 use crate::raft::state_machine::StateMachine;
-use crate::raft::types::{Member, NodeId, Raft, TypeConfig};
+use crate::raft::types::{Member, NodeId, Raft};
 
 /// Where the cluster id is kept in the data file.
 const META_CLUSTER_ID: &str = "cluster_id";
+/// Set once this member's write-ahead log exists (a missing log is then an error, not a
+/// fresh start).
+const META_WAL: &str = "wal";
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -167,7 +170,23 @@ pub async fn run(
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
     let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
     let id = node_id(&disk, &cfg)?;
-    let mut log_store: LogStore<TypeConfig> = LogStore::new(disk.clone()).map_err(storage)?;
+    let wal_dir = cfg.data_dir.join(WAL_DIR);
+    crate::raft::migrate::legacy_log(&disk, &wal_dir).await?;
+    let had_log = crate::raft::wal::has_segments(&wal_dir);
+    if !had_log && read_u64(&disk, META_WAL)?.is_some() {
+        return Err(Error::Storage(format!(
+            "the log in {} is missing, though this member wrote one: restore it, or remove \
+             the data directory and add the member to its cluster again",
+            wal_dir.display()
+        )));
+    }
+    let mut log_store =
+        tokio::task::block_in_place(|| LogStore::open(&wal_dir, Default::default()))
+            .map_err(|e| Error::Storage(e.to_string()))?;
+    if !had_log {
+        write_u64(&disk, META_WAL, 1)?;
+    }
+    let mut log_failure = log_store.failure();
     let boot_last = log_store
         .get_log_state()
         .await
@@ -268,9 +287,13 @@ pub async fn run(
     tasks.spawn(track_leader(state.clone()));
     tasks.spawn(watch_removal(state.clone()));
 
+    let mut failed = None;
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
         _ = removed_rx.wait_for(|r| *r) => tracing::warn!("this node was removed from the cluster; shutting down"),
+        Ok(why) = log_failure.wait_for(|f| f.is_some()) => {
+            failed = why.clone();
+        }
     }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
@@ -282,7 +305,12 @@ pub async fn run(
     let _ = raft.shutdown().await;
     drop(node);
     drop(state);
-    Ok(())
+    match failed {
+        // The log's state on disk is unknown after a failed write: stop, acknowledging
+        // nothing more, and say why.
+        Some(why) => Err(Error::Storage(format!("{why}; stopping"))),
+        None => Ok(()),
+    }
 }
 
 /// Ask the cluster (through any of `peers`) to take this node in; retried `retries` times.

@@ -724,6 +724,38 @@ fn truncated_data_file_exits_1_naming_it() {
     assert_one_line_failure(&o, "truncated data file", &data.to_string_lossy());
 }
 
+/// The first segment of a node's write-ahead log.
+fn first_segment(dir: &Path) -> PathBuf {
+    dir.join("wal").join("0000000000000000.wal")
+}
+
+#[test]
+fn damaged_log_exits_1_naming_the_segment() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (dir, client, peer) = first_run(root.path(), "w0");
+    let seg = first_segment(&dir);
+    let mut data = std::fs::read(&seg).expect("the log's first segment");
+    // A byte in the value of the first key: an acknowledged write, with more after it.
+    let at = data
+        .windows(4)
+        .position(|w| w == b"\x03one")
+        .expect("the first write is in the first segment");
+    data[at + 2] ^= 0x20;
+    std::fs::write(&seg, &data).unwrap();
+    let o = run_in(&node_args("w0", &dir, &client, &peer), &[], root.path());
+    assert_one_line_failure(&o, "damaged log", &seg.to_string_lossy());
+    assert!(o.stderr.contains("offset"), "{}", o.stderr);
+}
+
+#[test]
+fn missing_log_exits_1_naming_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (dir, client, peer) = first_run(root.path(), "m0");
+    std::fs::remove_dir_all(dir.join("wal")).unwrap();
+    let o = run_in(&node_args("m0", &dir, &client, &peer), &[], root.path());
+    assert_one_line_failure(&o, "missing log", &dir.join("wal").to_string_lossy());
+}
+
 #[test]
 fn corrupt_info_file_exits_1_naming_it() {
     let root = tempfile::tempdir().expect("tempdir");

@@ -1085,3 +1085,112 @@ fn watch_history_survives_kill9_with_snapshots() {
         violations.join("\n")
     );
 }
+
+/// A data directory written by the release before the write-ahead log (ee85d0e: the Raft
+/// log, a JSON snapshot and purged entries all in `etcd.redb`, left by `kill -9`) starts with
+/// every key, index and TTL it had, moves its log into `wal/`, and keeps working after that.
+#[test]
+fn data_dir_of_the_previous_release_is_migrated() {
+    let mut node = Node::prepare("node0", &[]);
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/legacy/datadir-ee85d0e.tar.gz"
+    );
+    let st = std::process::Command::new("tar")
+        .args(["xzf", fixture, "-C"])
+        .arg(&node.dir)
+        .status()
+        .expect("run tar");
+    assert!(st.success(), "unpacking {fixture}");
+    // The node comes back with the identity it saved (its old ports).
+    node.client = "127.0.0.1:14001".into();
+    node.peer = "127.0.0.1:17001".into();
+    let data_arg = node.dir.join("node0").to_string_lossy().into_owned();
+    node.args = [
+        "-n",
+        "node0",
+        "-d",
+        &data_arg,
+        "-c",
+        &node.client,
+        "-s",
+        &node.peer,
+    ]
+    .map(String::from)
+    .to_vec();
+    let data = node.dir.join("node0");
+    assert!(!data.join("wal").exists());
+    node.spawn();
+    node.wait_ready();
+
+    let check = |node: &Node, sets: u64| {
+        let get = |key: &str| common::get(&node.client, &format!("/v2/keys{key}"));
+        let r = get("/legacy/k1");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.body,
+            "{\"action\":\"get\",\"node\":{\"key\":\"/legacy/k1\",\"value\":\"value-1\",\"modifiedIndex\":2,\"createdIndex\":2}}\n"
+        );
+        let r = get("/legacy/k1300");
+        assert!(
+            r.body
+                .contains("\"value\":\"value-1300\",\"modifiedIndex\":1301"),
+            "{}",
+            r.body
+        );
+        assert_eq!(get("/legacy/k7").status, 404);
+        assert!(
+            get("/legacy/k8")
+                .body
+                .contains("\"value\":\"swapped\",\"modifiedIndex\":1309,\"createdIndex\":9")
+        );
+        assert!(get("/dir1/sub/key").body.contains("\"value\":\"deep\""));
+        assert!(get("/_hidden").body.contains("\"value\":\"secret\""));
+        assert!(get("/queue/00000000000000001305").body.contains("job1"));
+        assert!(get("/emptydir").body.contains("\"dir\":true"));
+        assert!(get("/v1key").body.contains("fromv1"));
+        let ttl = get("/ttlkey");
+        assert!(
+            ttl.body
+                .contains("\"expiration\":\"2126-11-13T01:15:58.948129043Z\""),
+            "{}",
+            ttl.body
+        );
+        // 1,300 of the 1,310 writes were behind the old snapshot and purged log entries.
+        let listing = get("/legacy");
+        assert_eq!(listing.body.matches("\"key\":\"/legacy/k").count(), 1299);
+        let stats = common::get(&node.client, "/v2/stats/store");
+        assert!(
+            stats.body.contains(&format!("\"setsSuccess\":{sets}")),
+            "{}",
+            stats.body
+        );
+    };
+    check(&node, 1307);
+    let r = common::get(&node.client, "/v2/keys/legacy/k1");
+    assert_eq!(r.header("X-Etcd-Index"), Some("1310"));
+    assert!(
+        node.stderr()
+            .contains("moved the Raft log into the write-ahead log")
+    );
+    assert!(data.join("wal").join("0000000000000000.wal").exists());
+
+    // New writes go on from there, and everything survives a kill -9 and a restart.
+    let r = common::put_form(&node.client, "/v2/keys/after", &[("value", "migration")]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.contains("\"modifiedIndex\":1311"), "{}", r.body);
+    node.kill9();
+    node.restart();
+    check(&node, 1308);
+    assert!(
+        common::get(&node.client, "/v2/keys/after")
+            .body
+            .contains("migration")
+    );
+    assert_eq!(
+        node.stderr().matches("moved the Raft log").count(),
+        1,
+        "migrated once"
+    );
+    node.stop();
+}

@@ -1,15 +1,17 @@
-//! The one on-disk file of a node.
+//! The node's [redb] file: snapshots and node metadata.
 //!
-//! Every etcd node keeps all of its durable state in a single [redb] database file: the Raft log,
-//! the Raft metadata (vote, committed hint, purge point, node id) and the latest state-machine
-//! snapshot. This module owns that file: it opens (or creates) it, defines every table that lives
-//! in it, and offers a handful of small helpers for the other storage modules.
+//! The Raft log, with the vote and the committed hint, lives in the write-ahead log
+//! (`raft::wal`, `raft::log_store`); this file holds what is written rarely and read at
+//! start-up: the node and cluster ids and the latest state-machine snapshot. No log append
+//! ever waits for a transaction here. This module opens (or creates) the file, defines every
+//! table that lives in it, and offers a handful of small helpers for the other storage
+//! modules. (Files written before the WAL existed also hold the old log; `raft::migrate`
+//! moves it out.)
 //!
 //! # Tables
 //!
 //! | constant     | name          | key   | value                                              |
 //! |--------------|---------------|-------|----------------------------------------------------|
-//! | [`LOGS`]     | `"raft_log"`  | `u64` | serde_json of one Raft log entry, keyed by index   |
 //! | [`META`]     | `"raft_meta"` | `&str`| small records, see the `META_*` key constants      |
 //! | [`SNAPSHOT`] | `"snapshot"`  | `&str`| [`SNAPSHOT_META`] and [`SNAPSHOT_DATA`]            |
 //!
@@ -38,29 +40,23 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction,
 };
 
-/// The Raft log: index -> serde_json of the entry.
-pub const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-
 /// Raft metadata: small named records (see the `META_*` keys).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 /// The latest state-machine snapshot: [`SNAPSHOT_META`] and [`SNAPSHOT_DATA`].
 pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
-/// [`META`] key: serde_json of the last saved `openraft::Vote` (written durably).
-pub const META_VOTE: &str = "vote";
-/// [`META`] key: serde_json of `Option<openraft::LogId>`, the committed hint (written non-durably).
-pub const META_COMMITTED: &str = "committed";
-/// [`META`] key: serde_json of the `openraft::LogId` of the last purged entry (written durably,
-/// in the same transaction as the purge).
-pub const META_LAST_PURGED: &str = "last_purged";
-/// [`META`] key: the node id of this member (owned by the caller; not used by the log store).
+/// [`META`] key: the node id of this member.
 pub const META_NODE_ID: &str = "node_id";
 
 /// [`SNAPSHOT`] key: the serialized snapshot metadata.
 pub const SNAPSHOT_META: &str = "meta";
 /// [`SNAPSHOT`] key: the serialized snapshot payload.
 pub const SNAPSHOT_DATA: &str = "data";
+
+/// Memory redb may use for caching pages (and for the pages of a large write before they go to
+/// the file): a snapshot is written once and read once, so a small cache is enough.
+const CACHE_BYTES: usize = 16 << 20;
 
 /// An error from the data file. Its `Display` is one line that names the file.
 #[derive(Debug, thiserror::Error)]
@@ -122,12 +118,12 @@ impl Disk {
         // with a clean "DB corrupted" error instead.
         let db = Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| open_err(e.into()))?;
 
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
         {
-            txn.open_table(LOGS).map_err(|e| open_err(e.into()))?;
             txn.open_table(META).map_err(|e| open_err(e.into()))?;
             txn.open_table(SNAPSHOT).map_err(|e| open_err(e.into()))?;
         }

@@ -1,193 +1,537 @@
-//! The durable Raft log of a node, on redb.
+//! The durable Raft log of a node, on the write-ahead log (`raft::wal`).
 //!
-//! [`LogStore`] implements openraft 0.9's storage-v2 [`RaftLogStorage`] and [`RaftLogReader`] on
-//! top of the node's data file ([`Disk`]). Log entries live in the [`LOGS`] table keyed by index
-//! (value: serde_json of the entry); the vote, the committed hint and the purge point live in the
-//! [`META`] table under [`META_VOTE`], [`META_COMMITTED`] and [`META_LAST_PURGED`] (serde_json).
+//! [`LogStore`] implements openraft's [`RaftLogStorage`] and [`RaftLogReader`]. Everything it
+//! persists is a record in the WAL, in the order openraft asked for it:
+//!
+//! | record       | body                                   | written by                     |
+//! |--------------|----------------------------------------|--------------------------------|
+//! | `ENTRY`      | one log entry (`raft::codec`)          | `append` (all entries of a call in one frame) |
+//! | `VOTE`       | the vote                               | `save_vote`                    |
+//! | `COMMITTED`  | the committed log id (a hint)          | added to the next frame after `save_committed` |
+//! | `TRUNCATE`   | first index removed                    | `truncate`                     |
+//! | `PURGE`      | last log id removed                    | `purge`                        |
+//! | `CHECKPOINT` | vote, committed and purge point so far | first frame of every segment   |
+//!
+//! Reading the WAL back from the oldest segment replays these records and rebuilds the
+//! state: later entries at an index replace earlier ones, `TRUNCATE` and `PURGE` cut, and the
+//! `CHECKPOINT` at the start of each segment carries what the removed segments before it said.
 //!
 //! # What must stay true
 //!
-//! * **Durable before the callback.** [`RaftLogStorage::append`] commits with
-//!   `Durability::Immediate` (one fsync) and only then calls
-//!   [`LogFlushed::log_io_completed`]. When `append` returns, the entries are committed, so they
-//!   are readable through any [`LogStore`] clone, and they are on disk. `save_vote`, `truncate`
-//!   and `purge` are also durable before they return. Only the committed hint
-//!   (`save_committed`) is kept in memory and written inside the next append's transaction: a
-//!   commit costs no transaction of its own. Openraft treats it as a lower bound, so losing the
-//!   last few updates in a crash is harmless.
-//! * **One transaction per append: this is the group commit.** Every entry of one `append` call
-//!   goes into one redb write transaction and costs one fsync together. Never commit per entry.
-//!   On the leader, openraft 0.9 hands over one entry per call, so the application gets group
-//!   commit by packing many client commands into one entry. Followers receive whole AppendEntries
-//!   payloads (up to `max_payload_entries`) in one call.
-//! * **Write I/O happens in order.** Openraft requires that a later write (vote or log) never
-//!   lands before an earlier one. Each write method waits for its own transaction to commit
-//!   before it returns, openraft issues them one at a time through `&mut self`, and redb admits one
-//!   write transaction at a time. So writes reach the file in call order. Do not make a write
-//!   fire-and-forget without keeping this order.
-//! * **No holes.** `truncate` deletes `[index, ∞)` and `purge` deletes `[0, index]`, each in one
-//!   transaction. `purge` records the purge point in the same transaction, so
-//!   `get_log_state` never shows a gap. When the log is empty, `last_log_id` falls back to
-//!   `last_purged_log_id`.
+//! * **Durable before acknowledged.** `append` hands the entries to the writer thread and
+//!   returns at once (they are readable from memory); the writer writes them as one frame, syncs
+//!   it (one `fdatasync` for the whole call: group commit) and only then calls openraft's
+//!   callback. `save_vote`, `truncate` and `purge` return once their record is synced.
+//! * **One writer, in call order.** Every write goes through one thread in FIFO order, so a
+//!   vote and an append reach the disk in the order openraft issued them.
+//! * **No holes.** Entries are kept contiguous in memory and on replay; an open that finds a
+//!   gap between the purge point and the first entry fails with a clear error.
+//! * **A failed write stops the node.** After an I/O error the WAL refuses every later write;
+//!   the error is reported to openraft (which stops) and through [`LogStore::failure`] to the
+//!   server, which exits. Nothing is acknowledged after it.
 //!
-//! # Threads
-//!
-//! redb's `begin_write` blocks the thread while another write transaction is open (the state
-//! machine or snapshot code may share this file), and a durable commit blocks for the fsync.
-//! All writes therefore run in `tokio::task::spawn_blocking`; this store needs a Tokio runtime.
-//! Reads are MVCC snapshots that never wait for a writer, so they run inline on the calling task.
-//! No redb transaction is held across an `.await`.
+//! Recent entries are also kept in memory (up to [`CACHE_BYTES`]): applying and replicating
+//! them needs no disk read and no decoding. Older ones are read back from their segment.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    ErrorSubject, ErrorVerb, LogId, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError,
-    StorageIOError, Vote,
-};
-use redb::ReadableTable;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use tokio::sync::{oneshot, watch};
 
-use super::disk::{Disk, DiskError, LOGS, META, META_COMMITTED, META_LAST_PURGED, META_VOTE};
+use super::codec::{self, CodecError, Dec, Enc};
+use super::types::{NodeId, TypeConfig};
+use super::wal::{Options, Pos, Wal, WalError, WalReader};
 
-/// The Raft log, vote and committed hint of one node, stored in its [`Disk`].
-///
-/// Cheap to clone; clones share the database. The clone returned by `get_log_reader` is used by
-/// the replication tasks for concurrent reads.
-pub struct LogStore<C: RaftTypeConfig> {
-    disk: Disk,
-    /// The latest committed hint not yet written (encoded): written by the next append's
-    /// transaction, so saving it costs no transaction of its own.
-    committed: Arc<Mutex<Option<Vec<u8>>>>,
-    _config: PhantomData<C>,
+/// Entry bytes kept in memory beyond what is on disk anyway (tests: small, to exercise reads
+/// from disk).
+pub const CACHE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+
+mod rec {
+    pub const ENTRY: u8 = 1;
+    pub const VOTE: u8 = 2;
+    pub const COMMITTED: u8 = 3;
+    pub const TRUNCATE: u8 = 4;
+    pub const PURGE: u8 = 5;
+    pub const CHECKPOINT: u8 = 6;
 }
 
-impl<C: RaftTypeConfig> Clone for LogStore<C> {
-    fn clone(&self) -> Self {
-        LogStore {
-            disk: self.disk.clone(),
-            committed: self.committed.clone(),
-            _config: PhantomData,
+type RaftEntry = Entry<TypeConfig>;
+
+/// One log entry as the store knows it.
+struct Slot {
+    log_id: LogId<NodeId>,
+    /// Where its encoded bytes are on disk, once written.
+    at: Option<(Pos, u32)>,
+    /// The entry itself, while cached.
+    entry: Option<RaftEntry>,
+    /// Encoded size, for the cache budget.
+    size: u32,
+}
+
+/// The in-memory state shared by the store, its readers and the writer thread.
+#[derive(Default)]
+struct State {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    last_purged: Option<LogId<NodeId>>,
+    /// The entries by index. openraft keeps them contiguous (its storage test suite also
+    /// appends with holes, which a map takes in its stride).
+    slots: BTreeMap<u64, Slot>,
+    cached_bytes: usize,
+    /// Entries below this index are not cached.
+    cache_from: u64,
+}
+
+impl State {
+    fn last_index(&self) -> Option<u64> {
+        self.slots.last_key_value().map(|(i, _)| *i)
+    }
+
+    /// Adds an entry at `log_id.index`, replacing that index and everything after it.
+    fn push(&mut self, log_id: LogId<NodeId>, entry: Option<RaftEntry>, size: u32) {
+        self.truncate(log_id.index);
+        if entry.is_some() {
+            self.cached_bytes += size as usize;
         }
+        self.slots.insert(
+            log_id.index,
+            Slot {
+                log_id,
+                at: None,
+                entry,
+                size,
+            },
+        );
+    }
+
+    /// Removes the entries `since..`.
+    fn truncate(&mut self, since: u64) {
+        for (_, s) in self.slots.split_off(&since) {
+            if s.entry.is_some() {
+                self.cached_bytes -= s.size as usize;
+            }
+        }
+    }
+
+    /// Removes the entries `..=upto` and remembers the purge point.
+    fn purge(&mut self, upto: LogId<NodeId>) {
+        if self.last_purged.is_some_and(|p| p.index >= upto.index) {
+            return;
+        }
+        let rest = self.slots.split_off(&(upto.index + 1));
+        for (_, s) in std::mem::replace(&mut self.slots, rest) {
+            if s.entry.is_some() {
+                self.cached_bytes -= s.size as usize;
+            }
+        }
+        self.last_purged = Some(upto);
+    }
+
+    /// Drops the oldest cached entries that are on disk until the cache fits its budget.
+    fn evict(&mut self) {
+        if self.cached_bytes <= CACHE_BYTES {
+            return;
+        }
+        for (&i, s) in self.slots.range_mut(self.cache_from..) {
+            if self.cached_bytes <= CACHE_BYTES || s.at.is_none() {
+                break;
+            }
+            if s.entry.take().is_some() {
+                self.cached_bytes -= s.size as usize;
+            }
+            self.cache_from = i + 1;
+        }
+    }
+
+    /// Is there a gap between the purge point and the last entry?
+    fn gap(&self) -> Option<(u64, u64)> {
+        let mut expect = self.last_purged.map_or(0, |p| p.index + 1);
+        for &i in self.slots.keys() {
+            if i != expect {
+                return Some((expect, i - 1));
+            }
+            expect = i + 1;
+        }
+        None
     }
 }
 
-impl<C: RaftTypeConfig> Debug for LogStore<C> {
+struct Shared {
+    state: Mutex<State>,
+    /// A committed hint not yet written: the next frame carries it.
+    committed: Mutex<Option<Option<LogId<NodeId>>>>,
+    failure: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the writer thread is asked to do, in order.
+enum Job {
+    Append {
+        payload: Vec<u8>,
+        /// Each entry's log id, and where its record body is in `payload`.
+        entries: Vec<(LogId<NodeId>, u32, u32)>,
+        done: Option<LogFlushed<TypeConfig>>,
+    },
+    Vote(Vote<NodeId>, oneshot::Sender<Result<(), WalError>>),
+    Truncate(u64, oneshot::Sender<Result<(), WalError>>),
+    Purge(LogId<NodeId>, oneshot::Sender<Result<(), WalError>>),
+    /// Tests: the next write fails as on a failing disk.
+    #[cfg(test)]
+    Inject(io::ErrorKind),
+}
+
+/// The Raft log, vote and committed hint of one node. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+    reader: WalReader,
+    max_payload: usize,
+}
+
+impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogStore")
-            .field("path", &self.disk.path())
-            .finish()
+        f.debug_struct("LogStore").finish_non_exhaustive()
     }
 }
 
-impl<C: RaftTypeConfig> LogStore<C> {
-    /// Builds the log store on an open [`Disk`].
-    ///
-    /// Decodes the stored vote, purge point, committed hint and last entry once, so that a file
-    /// written by an incompatible build fails here with a clear error instead of inside Raft.
-    pub fn new(disk: Disk) -> Result<Self, DiskError> {
-        let store = LogStore {
-            disk,
-            committed: Arc::new(Mutex::new(None)),
-            _config: PhantomData,
-        };
-        store.load_meta::<Vote<C::NodeId>>(META_VOTE)?;
-        store.load_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED)?;
-        store.log_state()?;
-        Ok(store)
-    }
+/// An error opening the log: damage, a gap, or I/O. One line.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("log {0}: {1}")]
+    Gap(String, String),
+}
 
-    /// The data file this store writes to.
-    pub fn disk(&self) -> &Disk {
-        &self.disk
-    }
-
-    /// Reads and decodes one META record.
-    fn load_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DiskError> {
-        match self.disk.read_meta(key)? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.disk.codec_err(key, e)),
+impl LogStore {
+    /// Opens (or creates) the log in `dir` and reads it back. Blocking.
+    pub fn open(dir: &Path, opts: Options) -> Result<LogStore, OpenError> {
+        let mut state = State::default();
+        let mut seg_max = BTreeMap::new();
+        let wal = Wal::open(dir, opts, &mut |pos, payload| {
+            replay(&mut state, &mut seg_max, pos, payload).map_err(|e| e.0)
+        })?;
+        if let Some((from, to)) = state.gap() {
+            return Err(OpenError::Gap(
+                dir.display().to_string(),
+                format!(
+                    "entries {from}..={to} are missing (purged up to {:?}): a segment was lost?",
+                    state.last_purged.map(|p| p.index)
+                ),
+            ));
         }
-    }
-
-    /// Encodes and writes one META record in its own transaction (on the blocking pool).
-    async fn store_meta<T: Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), DiskError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| self.disk.codec_err(key, e))?;
-        self.blocking(move |disk| disk.write_meta(key, &bytes, durable))
-            .await
-    }
-
-    /// Runs a blocking closure (a redb write) on Tokio's blocking pool and waits for it.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, DiskError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Disk) -> Result<T, DiskError> + Send + 'static,
-    {
-        let disk = self.disk.clone();
-        match tokio::task::spawn_blocking(move || f(&disk)).await {
-            Ok(result) => result,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(join) => Err(self.disk.io_err(redb::Error::Io(io::Error::other(format!(
-                "storage task did not run: {join}"
-            ))))),
-        }
-    }
-
-    /// Decodes one stored log entry.
-    fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<C::Entry, DiskError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| self.disk.codec_err(&format!("log entry {index}"), e))
-    }
-
-    /// The stored log state; `last_log_id` falls back to the purge point when the log is empty.
-    fn log_state(&self) -> Result<LogState<C>, DiskError> {
-        let last_purged = self.load_meta::<LogId<C::NodeId>>(META_LAST_PURGED)?;
-        let txn = self.disk.begin_read()?;
-        let table = txn.open_table(LOGS).map_err(|e| self.disk.io_err(e))?;
-        let last = match table.last().map_err(|e| self.disk.io_err(e))? {
-            Some((k, v)) => Some(
-                self.decode_entry(k.value(), v.value())?
-                    .get_log_id()
-                    .clone(),
-            ),
-            None => None,
-        };
-        Ok(LogState {
-            last_log_id: last.or_else(|| last_purged.clone()),
-            last_purged_log_id: last_purged,
+        state.cache_from = state.last_index().map_or(0, |l| l + 1);
+        let (failure, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            committed: Mutex::new(None),
+            failure,
+        });
+        let reader = wal.reader();
+        let max_payload = wal.max_payload();
+        let (jobs, rx) = mpsc::channel();
+        let writer = Writer::new(wal, shared.clone(), seg_max);
+        std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| {
+                OpenError::Wal(WalError::Io {
+                    path: dir.display().to_string(),
+                    what: "start the log writer",
+                    error: e.to_string(),
+                })
+            })?;
+        Ok(LogStore {
+            shared,
+            jobs,
+            reader,
+            max_payload,
         })
     }
 
-    /// Entries with index in `[lo, hi)` (`hi = None`: unbounded) that are present.
-    fn read_entries(&self, lo: u64, hi: Option<u64>) -> Result<Vec<C::Entry>, DiskError> {
-        if hi.is_some_and(|hi| hi <= lo) {
-            return Ok(Vec::new());
+    /// Becomes `Some(reason)` when a write to the log failed: the node must stop.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.shared.failure.subscribe()
+    }
+
+    /// Sends a job and waits for its result.
+    async fn call(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), WalError>>) -> Job,
+    ) -> Result<(), WalError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    fn read_range(&self, lo: u64, hi: Option<u64>) -> io::Result<Vec<RaftEntry>> {
+        let mut out: Vec<Option<RaftEntry>> = Vec::new();
+        let mut from_disk = Vec::new();
+        {
+            let st = self.shared.state();
+            let range = match hi {
+                Some(hi) => st.slots.range(lo..hi),
+                None => st.slots.range(lo..),
+            };
+            for (_, slot) in range {
+                match (&slot.entry, slot.at) {
+                    (Some(e), _) => out.push(Some(e.clone())),
+                    (None, Some(at)) => {
+                        from_disk.push((out.len(), at));
+                        out.push(None);
+                    }
+                    (None, None) => unreachable!("an entry leaves the cache only once written"),
+                }
+            }
         }
-        let txn = self.disk.begin_read()?;
-        let table = txn.open_table(LOGS).map_err(|e| self.disk.io_err(e))?;
-        let iter = match hi {
-            Some(hi) => table.range(lo..hi),
-            None => table.range(lo..),
+        for (i, (pos, len)) in from_disk {
+            let bytes = self.reader.read(pos, len as usize)?;
+            let entry = codec::decode_entry(&bytes).map_err(io::Error::other)?;
+            out[i] = Some(entry);
         }
-        .map_err(|e| self.disk.io_err(e))?;
-        let mut entries = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(|e| self.disk.io_err(e))?;
-            entries.push(self.decode_entry(k.value(), v.value())?);
+        Ok(out.into_iter().map(|e| e.expect("filled")).collect())
+    }
+}
+
+fn stopped() -> WalError {
+    WalError::Stopped("the log writer is gone".into())
+}
+
+/// Rebuilds the state from one frame's records (on open).
+fn replay(
+    st: &mut State,
+    seg_max: &mut BTreeMap<u64, u64>,
+    pos: Pos,
+    payload: &[u8],
+) -> Result<(), CodecError> {
+    let mut d = Dec::new(payload);
+    while !d.is_empty() {
+        let tag = d.u8()?;
+        let body = d.bytes()?;
+        let mut b = Dec::new(body);
+        match tag {
+            rec::ENTRY => {
+                let log_id = codec::entry_log_id(body)?;
+                let offset = pos.offset + (d.position() - body.len()) as u64;
+                if st.last_purged.is_some_and(|p| log_id.index <= p.index) {
+                    continue;
+                }
+                st.push(log_id, None, body.len() as u32);
+                st.slots.get_mut(&log_id.index).expect("pushed").at = Some((
+                    Pos {
+                        segment: pos.segment,
+                        offset,
+                    },
+                    body.len() as u32,
+                ));
+                let m = seg_max.entry(pos.segment).or_insert(0);
+                *m = (*m).max(log_id.index);
+            }
+            rec::VOTE => st.vote = Some(b.vote()?),
+            rec::COMMITTED => st.committed = b.opt_log_id()?,
+            rec::TRUNCATE => {
+                let since = b.varint()?;
+                if st.last_index().is_some_and(|l| since <= l) {
+                    st.truncate(since);
+                }
+            }
+            rec::PURGE => st.purge(b.log_id()?),
+            rec::CHECKPOINT => {
+                // What every record before this segment said (they may be removed by now).
+                let (vote, committed, purged) = (b.opt_vote()?, b.opt_log_id()?, b.opt_log_id()?);
+                if vote.is_some() {
+                    st.vote = vote;
+                }
+                if committed.is_some() {
+                    st.committed = committed;
+                }
+                if let Some(p) = purged {
+                    st.purge(p);
+                }
+            }
+            t => return Err(CodecError(format!("unknown log record kind {t}"))),
         }
-        Ok(entries)
+    }
+    Ok(())
+}
+
+fn record(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    Enc(out).bytes(body);
+}
+
+/// The thread that writes and syncs, one job at a time.
+struct Writer {
+    wal: Wal,
+    shared: Arc<Shared>,
+    /// The highest entry index in each segment (which segments a purge may remove).
+    seg_max: BTreeMap<u64, u64>,
+    /// What the log says so far, for the checkpoint of the next segment.
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+}
+
+impl Writer {
+    fn new(wal: Wal, shared: Arc<Shared>, seg_max: BTreeMap<u64, u64>) -> Writer {
+        let (vote, committed, purged) = {
+            let st = shared.state();
+            (st.vote, st.committed, st.last_purged)
+        };
+        Writer {
+            wal,
+            shared,
+            seg_max,
+            vote,
+            committed,
+            purged,
+        }
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            match job {
+                Job::Append {
+                    payload,
+                    entries,
+                    done,
+                } => {
+                    let res = self.append(payload, &entries);
+                    if let Some(done) = done {
+                        done.log_io_completed(res.map_err(io::Error::other));
+                    }
+                }
+                Job::Vote(vote, done) => {
+                    let mut body = Vec::new();
+                    Enc(&mut body).vote(&vote);
+                    let res = self.write_records(rec::VOTE, &body).map(|_| {
+                        self.vote = Some(vote);
+                        self.shared.state().vote = Some(vote);
+                    });
+                    let _ = done.send(res);
+                }
+                Job::Truncate(since, done) => {
+                    let mut body = Vec::new();
+                    Enc(&mut body).varint(since);
+                    let _ = done.send(self.write_records(rec::TRUNCATE, &body).map(|_| ()));
+                }
+                Job::Purge(upto, done) => {
+                    let _ = done.send(self.purge(upto));
+                }
+                #[cfg(test)]
+                Job::Inject(kind) => self.wal.inject_failure = Some(kind),
+            }
+        }
+    }
+
+    /// The committed hint to add to the next frame, if it changed.
+    fn committed_record(&mut self, out: &mut Vec<u8>) {
+        let pending = self
+            .shared
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = pending
+            && c != self.committed
+        {
+            let mut body = Vec::new();
+            Enc(&mut body).opt_log_id(c.as_ref());
+            record(out, rec::COMMITTED, &body);
+            self.committed = c;
+        }
+    }
+
+    fn checkpoint(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut e = Enc(&mut body);
+        e.opt_vote(self.vote.as_ref());
+        e.opt_log_id(self.committed.as_ref());
+        e.opt_log_id(self.purged.as_ref());
+        let mut out = Vec::new();
+        record(&mut out, rec::CHECKPOINT, &body);
+        out
+    }
+
+    /// Writes one frame: the committed hint (if due) and one record.
+    fn write_records(&mut self, tag: u8, body: &[u8]) -> Result<Pos, WalError> {
+        let mut payload = Vec::new();
+        record(&mut payload, tag, body);
+        self.committed_record(&mut payload);
+        self.write(&payload)
+    }
+
+    fn write(&mut self, payload: &[u8]) -> Result<Pos, WalError> {
+        let checkpoint = self.checkpoint();
+        let res = self.wal.write(payload, &|| checkpoint.clone());
+        if let Err(e) = &res {
+            self.shared.failure.send_replace(Some(e.to_string()));
+        }
+        res
+    }
+
+    fn append(
+        &mut self,
+        mut payload: Vec<u8>,
+        entries: &[(LogId<NodeId>, u32, u32)],
+    ) -> Result<(), WalError> {
+        self.committed_record(&mut payload);
+        let pos = self.write(&payload)?;
+        if let Some(max) = entries.iter().map(|e| e.0.index).max() {
+            let m = self.seg_max.entry(pos.segment).or_insert(0);
+            *m = (*m).max(max);
+        }
+        let mut st = self.shared.state();
+        for &(log_id, off, len) in entries {
+            let at = Pos {
+                segment: pos.segment,
+                offset: pos.offset + u64::from(off),
+            };
+            // The slot may be gone already (truncated or purged meanwhile): then skip it.
+            if let Some(slot) = st.slots.get_mut(&log_id.index)
+                && slot.log_id == log_id
+            {
+                slot.at = Some((at, len));
+            }
+        }
+        st.evict();
+        Ok(())
+    }
+
+    fn purge(&mut self, upto: LogId<NodeId>) -> Result<(), WalError> {
+        let mut body = Vec::new();
+        Enc(&mut body).log_id(&upto);
+        self.write_records(rec::PURGE, &body)?;
+        self.purged = Some(upto);
+        // Remove the oldest segments whose entries are all purged (never the active one).
+        let active = self.wal.active_segment();
+        let mut below = None;
+        for no in self.wal.segments() {
+            if no >= active || self.seg_max.get(&no).is_some_and(|&m| m > upto.index) {
+                break;
+            }
+            below = Some(no + 1);
+        }
+        if let Some(below) = below {
+            if let Err(e) = self.wal.remove_segments_below(below) {
+                // Harmless for correctness (an old segment stays and is read again on open).
+                tracing::warn!(error = %e, "could not remove purged log segments");
+            }
+            self.seg_max.retain(|&no, _| no >= below);
+        }
+        Ok(())
     }
 }
 
@@ -203,575 +547,159 @@ fn half_open<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, Option<u64>)> {
         Bound::Excluded(&e) => Some(e),
         Bound::Unbounded => None,
     };
+    if hi.is_some_and(|h| h <= lo) {
+        return None;
+    }
     Some((lo, hi))
 }
 
-fn io_error<NID: openraft::NodeId>(
-    subject: ErrorSubject<NID>,
-    verb: ErrorVerb,
-    e: &DiskError,
-) -> StorageError<NID> {
-    StorageIOError::new(subject, verb, e).into()
+fn write_err(e: WalError) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
-        let Some((lo, hi)) = half_open(&range) else {
-            return Ok(Vec::new());
-        };
-        self.read_entries(lo, hi)
-            .map_err(|e| StorageIOError::read_logs(&e).into())
+    ) -> Result<Vec<RaftEntry>, StorageError<NodeId>> {
+        match half_open(&range) {
+            None => Ok(Vec::new()),
+            Some((lo, hi)) => self
+                .read_range(lo, hi)
+                .map_err(|e| StorageIOError::read_logs(&e).into()),
+        }
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
-        self.log_state()
-            .map_err(|e| StorageIOError::read_logs(&e).into())
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let st = self.shared.state();
+        Ok(LogState {
+            last_purged_log_id: st.last_purged,
+            last_log_id: st
+                .slots
+                .last_key_value()
+                .map(|(_, s)| s.log_id)
+                .or(st.last_purged),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.store_meta(META_VOTE, vote, true)
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let vote = *vote;
+        self.call(|tx| Job::Vote(vote, tx))
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.load_meta(META_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.shared.state().vote)
     }
 
     async fn save_committed(
         &mut self,
-        committed: Option<LogId<C::NodeId>>,
-    ) -> Result<(), StorageError<C::NodeId>> {
-        // A hint only (openraft treats it as a lower bound): kept in memory and written by the
-        // next append's transaction, so a commit costs no transaction and no thread hop.
-        let bytes = serde_json::to_vec(&committed).map_err(|e| {
-            io_error(
-                ErrorSubject::Store,
-                ErrorVerb::Write,
-                &self.disk.codec_err(META_COMMITTED, e),
-            )
-        })?;
-        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // A hint (openraft treats it as a lower bound): written with the next frame, so a
+        // commit costs no write of its own.
+        self.shared.state().committed = committed;
+        *self
+            .shared
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(committed);
         Ok(())
     }
 
-    async fn read_committed(
-        &mut self,
-    ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        let pending = self
-            .committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(bytes) = pending {
-            return serde_json::from_slice::<Option<LogId<C::NodeId>>>(&bytes).map_err(|e| {
-                io_error(
-                    ErrorSubject::Store,
-                    ErrorVerb::Read,
-                    &self.disk.codec_err(META_COMMITTED, e),
-                )
-            });
-        }
-        self.load_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED)
-            .map(Option::flatten)
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.shared.state().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<C>,
-    ) -> Result<(), StorageError<C::NodeId>>
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
-        I: IntoIterator<Item = C::Entry> + Send,
+        I: IntoIterator<Item = RaftEntry> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<C::Entry> = entries.into_iter().collect();
-        let count = entries.len();
-        let committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-
-        // All entries of this call: one transaction, one fsync (Durability::Immediate).
-        let result = self
-            .blocking(move |disk| {
-                let txn = disk.begin_write(true)?;
-                {
-                    let mut table = txn.open_table(LOGS).map_err(|e| disk.io_err(e))?;
-                    for entry in &entries {
-                        let index = entry.get_log_id().index;
-                        let bytes = serde_json::to_vec(entry)
-                            .map_err(|e| disk.codec_err(&format!("log entry {index}"), e))?;
-                        table
-                            .insert(index, bytes.as_slice())
-                            .map_err(|e| disk.io_err(e))?;
-                    }
-                    if let Some(c) = &committed {
-                        let mut meta = txn.open_table(META).map_err(|e| disk.io_err(e))?;
-                        meta.insert(META_COMMITTED, c.as_slice())
-                            .map_err(|e| disk.io_err(e))?;
-                    }
-                }
-                txn.commit().map_err(|e| disk.io_err(e))
-            })
-            .await;
-
-        match result {
-            Ok(()) => {
-                tracing::trace!(count, "appended log entries");
-                callback.log_io_completed(Ok(()));
-                Ok(())
+        // Encode outside the lock; one payload per call, split only when it would not fit
+        // into a segment (then every part is synced in turn, the callback after the last).
+        let mut jobs = Vec::new();
+        let mut payload = Vec::new();
+        let mut placed = Vec::new();
+        let mut cached = Vec::new();
+        let mut scratch = Vec::new();
+        for entry in entries {
+            scratch.clear();
+            codec::encode_entry(&mut scratch, &entry);
+            if !payload.is_empty() && payload.len() + scratch.len() + 16 > self.max_payload {
+                jobs.push((std::mem::take(&mut payload), std::mem::take(&mut placed)));
             }
-            Err(e) => {
-                tracing::error!(count, error = %e, "appending log entries failed");
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
+            if scratch.len() + 16 > self.max_payload {
+                return Err(write_err(WalError::Stopped(format!(
+                    "log entry {} is {} bytes, more than a segment holds",
+                    entry.log_id.index,
+                    scratch.len()
+                ))));
+            }
+            payload.push(rec::ENTRY);
+            Enc(&mut payload).varint(scratch.len() as u64);
+            let off = payload.len() as u32;
+            payload.extend_from_slice(&scratch);
+            placed.push((entry.log_id, off, scratch.len() as u32));
+            cached.push((entry, scratch.len() as u32));
+        }
+        if !payload.is_empty() {
+            jobs.push((payload, placed));
+        }
+        {
+            let mut st = self.shared.state();
+            for (entry, size) in cached {
+                st.push(entry.log_id, Some(entry), size);
             }
         }
+        let n = jobs.len();
+        let mut callback = Some(callback);
+        for (i, (payload, entries)) in jobs.into_iter().enumerate() {
+            let done = if i + 1 == n { callback.take() } else { None };
+            self.jobs
+                .send(Job::Append {
+                    payload,
+                    entries,
+                    done,
+                })
+                .map_err(|_| write_err(stopped()))?;
+        }
+        if let Some(callback) = callback {
+            // Nothing to write (an empty call): already durable.
+            callback.log_io_completed(Ok(()));
+        }
+        Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "truncating log since");
-        let since = log_id.index;
-        self.blocking(move |disk| {
-            let txn = disk.begin_write(true)?;
-            {
-                let mut table = txn.open_table(LOGS).map_err(|e| disk.io_err(e))?;
-                table
-                    .retain_in(since.., |_, _| false)
-                    .map_err(|e| disk.io_err(e))?;
-            }
-            txn.commit().map_err(|e| disk.io_err(e))
-        })
-        .await
-        .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        self.shared.state().truncate(log_id.index);
+        self.call(|tx| Job::Truncate(log_id.index, tx))
+            .await
+            .map_err(write_err)
     }
 
-    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "purging log up to");
-        let upto = log_id.index;
-        let purged = serde_json::to_vec(&log_id)
-            .map_err(|e| self.disk.codec_err(META_LAST_PURGED, e))
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
-        self.blocking(move |disk| {
-            let txn = disk.begin_write(true)?;
-            {
-                let mut meta = txn.open_table(META).map_err(|e| disk.io_err(e))?;
-                meta.insert(META_LAST_PURGED, purged.as_slice())
-                    .map_err(|e| disk.io_err(e))?;
-                let mut logs = txn.open_table(LOGS).map_err(|e| disk.io_err(e))?;
-                logs.retain_in(..=upto, |_, _| false)
-                    .map_err(|e| disk.io_err(e))?;
-            }
-            txn.commit().map_err(|e| disk.io_err(e))
-        })
-        .await
-        .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        self.shared.state().purge(log_id);
+        self.call(|tx| Job::Purge(log_id, tx))
+            .await
+            .map_err(write_err)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::io::Cursor;
-    use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
-
-    use openraft::storage::{
-        RaftLogReaderExt, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine, Snapshot,
-    };
-    use openraft::testing::{StoreBuilder, Suite};
-    use openraft::{
-        BasicNode, CommittedLeaderId, Entry, EntryPayload, SnapshotMeta, StoredMembership,
-    };
-    use redb::ReadableTableMetadata;
-    use serde::Deserialize;
-
-    use super::*;
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct Put {
-        key: String,
-        value: String,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct Prev(Option<String>);
-
-    openraft::declare_raft_types!(
-        pub TestConfig:
-            D = Put,
-            R = Prev,
-    );
-
-    type Store = LogStore<TestConfig>;
-
-    /// What the in-memory state machine holds and its snapshots carry.
-    #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-    struct SmData {
-        last_applied: Option<LogId<u64>>,
-        membership: StoredMembership<u64, BasicNode>,
-        kv: BTreeMap<String, String>,
-    }
-
-    #[derive(Debug, Default)]
-    struct SmInner {
-        data: SmData,
-        snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
-        built: u64,
-    }
-
-    /// A minimal in-memory state machine, only here to drive the openraft storage suite.
-    #[derive(Debug, Clone, Default)]
-    struct MemSm(Arc<Mutex<SmInner>>);
-
-    impl RaftSnapshotBuilder<TestConfig> for MemSm {
-        async fn build_snapshot(&mut self) -> Result<Snapshot<TestConfig>, StorageError<u64>> {
-            let mut inner = self.0.lock().unwrap();
-            inner.built += 1;
-            let bytes = serde_json::to_vec(&inner.data)
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let meta = SnapshotMeta {
-                last_log_id: inner.data.last_applied,
-                last_membership: inner.data.membership.clone(),
-                snapshot_id: format!("snap-{}", inner.built),
-            };
-            inner.snapshot = Some((meta.clone(), bytes.clone()));
-            Ok(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(bytes)),
-            })
-        }
-    }
-
-    impl RaftStateMachine<TestConfig> for MemSm {
-        type SnapshotBuilder = Self;
-
-        async fn applied_state(
-            &mut self,
-        ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>>
-        {
-            let inner = self.0.lock().unwrap();
-            Ok((inner.data.last_applied, inner.data.membership.clone()))
-        }
-
-        async fn apply<I>(&mut self, entries: I) -> Result<Vec<Prev>, StorageError<u64>>
-        where
-            I: IntoIterator<Item = Entry<TestConfig>> + Send,
-            I::IntoIter: Send,
-        {
-            let mut inner = self.0.lock().unwrap();
-            let mut replies = Vec::new();
-            for entry in entries {
-                inner.data.last_applied = Some(entry.log_id);
-                let reply = match entry.payload {
-                    EntryPayload::Blank => Prev(None),
-                    EntryPayload::Normal(put) => Prev(inner.data.kv.insert(put.key, put.value)),
-                    EntryPayload::Membership(m) => {
-                        inner.data.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Prev(None)
-                    }
-                };
-                replies.push(reply);
-            }
-            Ok(replies)
-        }
-
-        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-            self.clone()
-        }
-
-        async fn begin_receiving_snapshot(
-            &mut self,
-        ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-            Ok(Box::new(Cursor::new(Vec::new())))
-        }
-
-        async fn install_snapshot(
-            &mut self,
-            meta: &SnapshotMeta<u64, BasicNode>,
-            snapshot: Box<Cursor<Vec<u8>>>,
-        ) -> Result<(), StorageError<u64>> {
-            let bytes = snapshot.into_inner();
-            let data: SmData = serde_json::from_slice(&bytes)
-                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-            let mut inner = self.0.lock().unwrap();
-            inner.data = SmData {
-                last_applied: meta.last_log_id,
-                membership: meta.last_membership.clone(),
-                kv: data.kv,
-            };
-            inner.snapshot = Some((meta.clone(), bytes));
-            Ok(())
-        }
-
-        async fn get_current_snapshot(
-            &mut self,
-        ) -> Result<Option<Snapshot<TestConfig>>, StorageError<u64>> {
-            let inner = self.0.lock().unwrap();
-            Ok(inner.snapshot.as_ref().map(|(meta, bytes)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(bytes.clone())),
-            }))
-        }
-    }
-
-    /// Builds a fresh store in a temporary directory, removed when the guard drops.
-    struct Builder;
-
-    impl StoreBuilder<TestConfig, Store, MemSm, tempfile::TempDir> for Builder {
-        async fn build(&self) -> Result<(tempfile::TempDir, Store, MemSm), StorageError<u64>> {
-            let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-            let disk =
-                Disk::open(&dir.path().join("etcd.redb")).map_err(|e| StorageIOError::write(&e))?;
-            let store = LogStore::new(disk).map_err(|e| StorageIOError::write(&e))?;
-            Ok((dir, store, MemSm::default()))
-        }
-    }
-
-    #[test]
-    fn openraft_storage_suite() {
-        let started = std::time::Instant::now();
-        Suite::test_all(Builder).unwrap();
-        eprintln!("openraft storage suite passed in {:?}", started.elapsed());
-    }
-
-    fn log_id(term: u64, index: u64) -> LogId<u64> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn put(term: u64, index: u64) -> Entry<TestConfig> {
-        Entry {
-            log_id: log_id(term, index),
-            payload: EntryPayload::Normal(Put {
-                key: format!("k{index}"),
-                value: format!("v{index}"),
-            }),
-        }
-    }
-
-    fn open(path: &Path) -> Store {
-        LogStore::new(Disk::open(path).unwrap()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn empty_store_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(&dir.path().join("etcd.redb"));
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, None);
-        assert_eq!(state.last_purged_log_id, None);
-        assert_eq!(store.read_vote().await.unwrap(), None);
-        assert_eq!(store.read_committed().await.unwrap(), None);
-        assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn ranges_and_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(&dir.path().join("etcd.redb"));
-        // One call, many entries: one transaction.
-        store
-            .blocking_append((1..=300).map(|i| put(1, i)))
-            .await
-            .unwrap();
-        let mut reader = store.get_log_reader().await;
-
-        let idx = |v: Vec<Entry<TestConfig>>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
-        assert_eq!(
-            idx(reader.try_get_log_entries(5..8).await.unwrap()),
-            [5, 6, 7]
-        );
-        assert_eq!(
-            idx(reader.try_get_log_entries(5..=7).await.unwrap()),
-            [5, 6, 7]
-        );
-        assert_eq!(
-            idx(reader.try_get_log_entries(298..).await.unwrap()),
-            [298, 299, 300]
-        );
-        assert_eq!(reader.try_get_log_entries(..).await.unwrap().len(), 300);
-        assert!(reader.try_get_log_entries(8..8).await.unwrap().is_empty());
-        #[allow(clippy::reversed_empty_ranges)]
-        let inverted = reader.try_get_log_entries(9..3).await.unwrap();
-        assert!(inverted.is_empty());
-        let beyond = (Bound::Excluded(u64::MAX), Bound::Unbounded);
-        assert!(reader.try_get_log_entries(beyond).await.unwrap().is_empty());
-        assert_eq!(
-            reader
-                .try_get_log_entries(0..=u64::MAX)
-                .await
-                .unwrap()
-                .len(),
-            300
-        );
-        assert_eq!(reader.get_log_id(42).await.unwrap(), log_id(1, 42));
-
-        // Truncate [250, ∞) then overwrite from 250 with a new term.
-        store.truncate(log_id(1, 250)).await.unwrap();
-        assert_eq!(
-            store.get_log_state().await.unwrap().last_log_id,
-            Some(log_id(1, 249))
-        );
-        store
-            .blocking_append((250..=260).map(|i| put(2, i)))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get_log_state().await.unwrap().last_log_id,
-            Some(log_id(2, 260))
-        );
-
-        // Purge everything: last_log_id falls back to last_purged.
-        store.purge(log_id(2, 260)).await.unwrap();
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(2, 260)));
-        assert_eq!(state.last_log_id, Some(log_id(2, 260)));
-        assert!(reader.try_get_log_entries(..).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn state_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data").join("etcd.redb");
-        let vote = Vote::new_committed(3, 2);
-        let before;
-        let entries_before;
-        {
-            let mut store = open(&path);
-            store.blocking_append([put(1, 1)]).await.unwrap();
-            store
-                .blocking_append((2..=20).map(|i| put(2, i)))
-                .await
-                .unwrap();
-            store.save_vote(&Vote::new(2, 1)).await.unwrap();
-            store.save_vote(&vote).await.unwrap();
-            store.purge(log_id(2, 5)).await.unwrap();
-            store.truncate(log_id(2, 18)).await.unwrap();
-            store.save_committed(Some(log_id(2, 12))).await.unwrap();
-            // A durable commit after the committed hint persists the hint too.
-            store.blocking_append([put(3, 18)]).await.unwrap();
-            before = store.get_log_state().await.unwrap();
-            entries_before = store.try_get_log_entries(..).await.unwrap();
-            // `store` and every clone drop here, which closes the file.
-        }
-        assert_eq!(before.last_purged_log_id, Some(log_id(2, 5)));
-        assert_eq!(before.last_log_id, Some(log_id(3, 18)));
-        assert_eq!(entries_before.len(), 13); // 6..=18
-
-        let mut store = open(&path);
-        assert_eq!(store.get_log_state().await.unwrap(), before);
-        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
-        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 12)));
-        assert_eq!(store.try_get_log_entries(..).await.unwrap(), entries_before);
-        assert!(store.try_get_log_entries(..=5).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn appended_entries_are_in_the_file_when_append_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("etcd.redb");
-        {
-            let mut store = open(&path);
-            // blocking_append returns only after `append` returned and the callback fired.
-            store
-                .blocking_append((1..=64).map(|i| put(1, i)))
-                .await
-                .unwrap();
-        }
-        // A fresh handle on the same file sees every entry, byte for byte as a raw row.
-        let disk = Disk::open(&path).unwrap();
-        let txn = disk.begin_read().unwrap();
-        let table = txn.open_table(LOGS).unwrap();
-        assert_eq!(table.len().unwrap(), 64);
-        let row = table.get(64).unwrap().unwrap();
-        let entry: Entry<TestConfig> = serde_json::from_slice(row.value()).unwrap();
-        assert_eq!(entry, put(1, 64));
-    }
-
-    #[tokio::test]
-    async fn corrupt_record_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("etcd.redb");
-        let disk = Disk::open(&path).unwrap();
-        disk.write_meta(META_VOTE, b"{not json", true).unwrap();
-        let msg = LogStore::<TestConfig>::new(disk).unwrap_err().to_string();
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(msg.contains("bad vote record"), "{msg}");
-    }
-
-    const CRASH_DIR_ENV: &str = "LOGSTORE_CRASH_TEST_DIR";
-
-    /// Child half of `entries_survive_process_abort` (the same test, re-run in a child process
-    /// with CRASH_DIR_ENV set): appends, then dies without closing redb.
-    fn crash_child(dir: std::ffi::OsString) -> ! {
-        let path = PathBuf::from(dir).join("etcd.redb");
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let mut store = open(&path);
-            store.save_vote(&Vote::new_committed(7, 1)).await.unwrap();
-            for i in 1..=10 {
-                store.blocking_append([put(7, i)]).await.unwrap();
-            }
-            store
-                .blocking_append((11..=100).map(|i| put(7, i)))
-                .await
-                .unwrap();
-        });
-        println!("CHILD APPENDED");
-        std::process::abort();
-    }
-
-    #[test]
-    fn entries_survive_process_abort() {
-        if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
-            crash_child(dir);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let test_path = module_path!().split_once("::").map_or("", |(_, rest)| rest);
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                &format!("{test_path}::entries_survive_process_abort"),
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CRASH_DIR_ENV, dir.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            stdout.contains("CHILD APPENDED"),
-            "child did not run: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "child should have aborted");
-
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let mut store = open(&dir.path().join("etcd.redb"));
-            let state = store.get_log_state().await.unwrap();
-            assert_eq!(state.last_log_id, Some(log_id(7, 100)));
-            assert_eq!(
-                store.read_vote().await.unwrap(),
-                Some(Vote::new_committed(7, 1))
-            );
-            let entries = store.get_log_entries(1..=100).await.unwrap();
-            assert_eq!(entries.last(), Some(&put(7, 100)));
-        });
-    }
-}
+mod tests;

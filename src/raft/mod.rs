@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod codec;
 pub mod disk;
 pub mod log_store;
+pub mod migrate;
 pub mod network;
 pub mod node;
 pub mod state_machine;

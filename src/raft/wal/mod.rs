@@ -488,6 +488,15 @@ impl Drop for Wal {
     }
 }
 
+/// Does `dir` hold any segment (a log that was written before)?
+pub fn has_segments(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| segment::parse_name(&e.file_name().to_string_lossy()).is_some())
+    })
+}
+
 /// Does segment `no` hold anything where its first frame goes?
 fn first_frame_written(dir: &Path, no: u64) -> Result<bool, WalError> {
     let path = dir.join(segment::file_name(no));
