@@ -88,6 +88,9 @@ impl Pending {
     }
 }
 
+/// A read waiting for a read index (see [`read_index_rounds`]).
+type ReadWaiter = oneshot::Sender<Result<u64, ProposeError>>;
+
 pub struct RaftNode {
     pub id: NodeId,
     pub me: Member,
@@ -96,6 +99,10 @@ pub struct RaftNode {
     queue: mpsc::Sender<Pending>,
     /// Writes waiting to be forwarded to the leader (this node follows).
     forward_queue: mpsc::Sender<Pending>,
+    /// Reads waiting for this node (leading) to confirm its leadership.
+    read_local: mpsc::Sender<ReadWaiter>,
+    /// Reads waiting for the leader's read index (this node follows).
+    read_remote: mpsc::Sender<ReadWaiter>,
     ready_tx: watch::Sender<bool>,
     /// How long proposals took, from queueing to applied (for `/metrics`).
     pub proposal_seconds: Histogram,
@@ -124,6 +131,14 @@ impl RaftNode {
         tokio::spawn(batcher(raft.clone(), rx));
         let (forward_queue, rx) = mpsc::channel(16 * MAX_FORWARD);
         tokio::spawn(forwarder(raft.clone(), client.clone(), id, rx));
+        let (read_local, rx) = mpsc::channel(READS_WAITING);
+        let r = raft.clone();
+        tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
+        let (read_remote, rx) = mpsc::channel(READS_WAITING);
+        let (r, c) = (raft.clone(), client.clone());
+        tokio::spawn(read_index_rounds(rx, move || {
+            leaders_read_index(r.clone(), c.clone(), id)
+        }));
         let (ready_tx, _) = watch::channel(false);
         Arc::new(RaftNode {
             id,
@@ -132,6 +147,8 @@ impl RaftNode {
             shared,
             queue,
             forward_queue,
+            read_local,
+            read_remote,
             ready_tx,
             proposal_seconds: Histogram::default(),
             proposals_failed: Default::default(),
@@ -272,47 +289,29 @@ impl RaftNode {
         }
     }
 
-    /// Make the next local read linearizable (`quorum=true`): confirm leadership with a
-    /// quorum (a read-index round, no log entry) and wait until this node has applied up to
-    /// the read index.
+    /// Make the next local read linearizable (`quorum=true`): get a read index - the leader's
+    /// commit index, confirmed by a quorum still following it (a read-index round, no log
+    /// entry) - and wait until this node has applied up to it. Reads that arrive together
+    /// share one round (see [`read_index_rounds`]); a follower asks the leader for the index.
     pub async fn linearizable_read(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + PROPOSAL_TIMEOUT;
         loop {
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.id => self.read_index_local().await.map(|_| ()),
-                Some((_, leader)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let answer: Result<Result<u64, ProposeError>, CallError> = self
-                        .client
-                        .post_json(&leader.peer_url, "/raft/read_index", &(), left)
-                        .await;
-                    match answer {
-                        Ok(Ok(index)) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            self.raft
-                                .wait(Some(left))
-                                .applied_index_at_least(Some(index), "read index")
-                                .await
-                                .map(|_| ())
-                                .map_err(|_| {
-                                    ProposeError::Failed(EtcdError::raft(
-                                        "catching up with the leader timed out",
-                                    ))
-                                })
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(CallError::Connect(..) | CallError::Closed(..)) => {
-                            Err(ProposeError::NotLeader)
-                        }
-                        Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
-                            "read index from the leader: {e}"
-                        )))),
-                    }
-                }
+                Some((id, _)) if id == self.id => self.read_index_local().await,
+                Some(_) => read_index(&self.read_remote).await,
                 None => Err(ProposeError::NotLeader),
             };
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| EtcdError::raft("catching up with the leader timed out"));
+                }
                 Err(ProposeError::Failed(e)) => return Err(e),
                 Err(ProposeError::NotLeader) if Instant::now() < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await
@@ -326,18 +325,10 @@ impl RaftNode {
         }
     }
 
-    /// Leader only: confirm leadership with a quorum and return the read index (applied here).
+    /// Leader only: confirm leadership with a quorum and return the read index (not yet
+    /// necessarily applied here). Shares a round with the reads waiting at the same time.
     pub async fn read_index_local(&self) -> Result<u64, ProposeError> {
-        match tokio::time::timeout(PROPOSAL_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                _,
-            )))) => Err(ProposeError::NotLeader),
-            Ok(Err(e)) => Err(ProposeError::Failed(EtcdError::raft(e.to_string()))),
-            Err(_) => Err(ProposeError::Failed(EtcdError::raft(
-                "read index timed out (no quorum?)",
-            ))),
-        }
+        read_index(&self.read_local).await
     }
 
     /// The current leader and its member record, as far as this node knows.
@@ -395,6 +386,80 @@ impl RaftNode {
                 tracing::warn!(error = %e, "expiry proposal failed");
             }
         }
+    }
+}
+
+/// Reads waiting for a read index, at most.
+const READS_WAITING: usize = 16 * 1024;
+
+/// Wait for the next read-index round (bounded by [`PROPOSAL_TIMEOUT`]).
+async fn read_index(rounds: &mpsc::Sender<ReadWaiter>) -> Result<u64, ProposeError> {
+    let (tx, rx) = oneshot::channel();
+    if rounds.send(tx).await.is_err() {
+        return Err(shutting_down());
+    }
+    match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
+        Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down())),
+        Err(_) => Err(ProposeError::Failed(EtcdError::raft(
+            "read index timed out (no quorum?)",
+        ))),
+    }
+}
+
+/// Serve read-index requests in rounds: take every read waiting, run one `round`, answer
+/// them all with its result. A read waits for a round that *starts* after it arrived, so the
+/// leadership it is answered with was confirmed after the read began (what makes it
+/// linearizable); reads that arrive during a round go to the next one. One round at a time:
+/// the reads arriving meanwhile pile up into the next.
+async fn read_index_rounds<F, Fut>(mut rx: mpsc::Receiver<ReadWaiter>, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, ProposeError>>,
+{
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        waiters.retain(|w| !w.is_closed());
+        if waiters.is_empty() {
+            continue;
+        }
+        let res = round().await;
+        for w in waiters {
+            let _ = w.send(res.clone());
+        }
+    }
+}
+
+/// One leader's round: confirm leadership with a quorum (heartbeats), return the read index.
+async fn confirm_leadership(raft: Raft) -> Result<u64, ProposeError> {
+    match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.get_read_log_id()).await {
+        Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
+        Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)))) => {
+            Err(ProposeError::NotLeader)
+        }
+        Ok(Err(e)) => Err(ProposeError::Failed(EtcdError::raft(e.to_string()))),
+        Err(_) => Err(ProposeError::Failed(EtcdError::raft(
+            "read index timed out (no quorum?)",
+        ))),
+    }
+}
+
+/// One follower's round: ask the leader for a read index (one call for all waiting reads).
+async fn leaders_read_index(raft: Raft, client: PeerClient, me: NodeId) -> Result<u64, ProposeError> {
+    let Some((_, leader)) = leader_of(&raft).filter(|(id, _)| *id != me) else {
+        return Err(ProposeError::NotLeader);
+    };
+    let answer: Result<Result<u64, ProposeError>, CallError> = client
+        .post_json(&leader.peer_url, "/raft/read_index", &(), PROPOSAL_TIMEOUT)
+        .await;
+    match answer {
+        Ok(answer) => answer,
+        Err(CallError::Connect(..) | CallError::Closed(..)) => Err(ProposeError::NotLeader),
+        Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
+            "read index from the leader: {e}"
+        )))),
     }
 }
 
