@@ -20,9 +20,11 @@
 
 pub mod event;
 pub mod history;
+pub mod name;
 pub mod node;
 pub mod path;
 pub mod stats;
+pub mod tree;
 pub mod ttl;
 pub mod watch;
 mod write;
