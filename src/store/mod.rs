@@ -19,6 +19,7 @@
 //! one reference-count bump, however large the tree - so it costs the store's lock nothing;
 //! a later write copies the few blocks on its path that the snapshot still shares (only the
 //! first write to each block pays), and blocks owned by the store alone change in place.
+//! Snapshots travel as a compact binary stream ([`snapshot`]).
 //!
 //! Semantics follow etcd's v2 store as etcd 3.4 answers (set replaces and so restarts
 //! `createdIndex`; update and compare-and-swap keep it; implicit parent directories take the
@@ -30,6 +31,7 @@ pub mod history;
 pub mod name;
 pub mod node;
 pub mod path;
+pub mod snapshot;
 pub mod stats;
 pub mod tree;
 pub mod ttl;
@@ -38,13 +40,12 @@ mod write;
 
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
 use crate::auth::AuthState;
 use crate::error::{Code, EtcdError};
 pub use event::{Action, Event, NodeView};
 use history::History;
 use node::Node;
+pub use snapshot::{SnapshotError, StoreSnapshot};
 pub use stats::{Stats, StatsSnapshot};
 use ttl::ExpiryIndex;
 use watch::{WatchHub, WatchSpec, Watcher};
@@ -52,24 +53,6 @@ use watch::{WatchHub, WatchSpec, Watcher};
 /// Expiry times before 2000-01-01 mean "no TTL" (etcd's rule for times that were zero or
 /// mangled in transit).
 pub const MIN_EXPIRE_AT: i64 = 946_684_800 * 1_000_000_000;
-
-/// The whole store as a snapshot carries it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoreSnapshot {
-    pub index: u64,
-    pub root: Node,
-    pub stats: StatsSnapshot,
-    /// The event history as it was, so watches from an index keep working across restarts
-    /// and snapshot installs.
-    #[serde(default)]
-    pub history: Vec<Event>,
-    /// Ids of members removed from the cluster.
-    #[serde(default)]
-    pub removed_members: std::collections::BTreeSet<u64>,
-    /// Users, roles and the auth switch (absent in snapshots from before auth existed).
-    #[serde(default)]
-    pub auth: AuthState,
-}
 
 pub struct Store {
     root: Node,
