@@ -379,28 +379,44 @@ impl<'de, V: Clone + serde::Deserialize<'de>> serde::Deserialize<'de> for Map<V>
                 f.write_str("a map of names to nodes")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Map<V>, A::Error> {
-                let mut entries: Vec<(String, V)> = Vec::new();
-                while let Some(e) = a.next_entry()? {
-                    entries.push(e);
+                let mut entries: Vec<(Name, V)> = Vec::new();
+                while let Some((NameKey(k), v)) = a.next_entry()? {
+                    entries.push((k, v));
                 }
-                if entries
-                    .windows(2)
-                    .all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
-                {
+                if entries.windows(2).all(|w| w[0].0 < w[1].0) {
                     let mut b = Builder::default();
                     for (k, v) in entries {
-                        b.push(Name::new(&k), v);
+                        b.push(k, v);
                     }
                     return Ok(b.finish());
                 }
                 let mut m = Map::new();
                 for (k, v) in entries {
-                    m.insert(&k, v);
+                    m.insert(k.as_str(), v);
                 }
                 Ok(m)
             }
         }
         d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A map key read straight into a [`Name`] (no `String` in between).
+struct NameKey(Name);
+
+impl<'de> serde::Deserialize<'de> for NameKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = NameKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NameKey, E> {
+                Ok(NameKey(Name::new(v)))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -697,6 +713,20 @@ mod tests {
             assert_eq!(built.check(), size);
             assert!(built.iter().map(|(_, v)| *v).eq(0..size), "size {size}");
         }
+    }
+
+    #[test]
+    fn maps_read_json_objects_sorted_or_not() {
+        let m: Map<u64> = serde_json::from_str(r#"{"b":1,"a":2,"b":3,"é":4}"#).unwrap();
+        assert_eq!(m.check(), 3);
+        let got: Vec<_> = m.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert_eq!(got, vec![("a", 2), ("b", 3), ("é", 4)]);
+        let json: String = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"a":2,"b":3,"é":4}"#);
+        let big: BTreeMap<String, u64> = (0..1000).map(|i| (format!("k{i:04}"), i)).collect();
+        let m: Map<u64> = serde_json::from_str(&serde_json::to_string(&big).unwrap()).unwrap();
+        assert_eq!(m.check(), 1000);
+        assert!(m.iter().map(|(_, v)| *v).eq(0..1000));
     }
 
     #[test]
