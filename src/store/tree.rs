@@ -274,14 +274,19 @@ impl<V> Map<V> {
 
     /// Entries in name order.
     pub fn iter(&self) -> Iter<'_, V> {
-        Iter {
-            stack: self
-                .root
-                .as_ref()
-                .map(|r| vec![std::slice::from_ref(r).iter()])
-                .unwrap_or_default(),
+        let mut it = Iter {
+            stack: Vec::new(),
             leaf: [].iter(),
+        };
+        match self.root.as_deref() {
+            None => {}
+            Some(Block::Leaf(es)) => it.leaf = es.iter(),
+            Some(Block::Branch(b)) => {
+                it.stack.reserve_exact(8);
+                it.stack.push(b.kids.iter());
+            }
         }
+        it
     }
 
     /// Do both maps share the same root block (or are both empty)?
@@ -484,20 +489,32 @@ impl<V: Clone> Builder<V> {
     fn flush(&mut self) {
         // The first leaf grows as it fills (a small directory stays small); once a directory
         // is known to be large, every leaf is allocated full size at once.
-        let mut full = std::mem::replace(&mut self.cur, Vec::with_capacity(LEAF_CAP));
-        full.shrink_to_fit();
+        let full = std::mem::replace(&mut self.cur, Vec::with_capacity(LEAF_CAP));
+        self.push_leaf(full);
+    }
+
+    fn push_leaf(&mut self, mut entries: Vec<(Name, V)>) {
+        entries.shrink_to_fit();
         self.leaves
-            .push((full[0].0.clone(), Arc::new(Block::Leaf(full))));
+            .push((entries[0].0.clone(), Arc::new(Block::Leaf(entries))));
     }
 
     pub fn finish(mut self) -> Map<V> {
-        if !self.cur.is_empty() {
-            self.flush();
+        let mut last = std::mem::take(&mut self.cur);
+        if self.leaves.is_empty() {
+            // Empty, or a single leaf: nothing to build above it.
+            if last.is_empty() {
+                return Map::new();
+            }
+            last.shrink_to_fit();
+            return Map {
+                root: Some(Arc::new(Block::Leaf(last))),
+            };
+        }
+        if !last.is_empty() {
+            self.push_leaf(last);
         }
         let mut level = self.leaves;
-        if level.is_empty() {
-            return Map::new();
-        }
         balance_tail(&mut level);
         while level.len() > 1 {
             let mut up = Vec::with_capacity(level.len().div_ceil(BRANCH_CAP));
