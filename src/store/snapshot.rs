@@ -625,6 +625,21 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_can_go_to_another_thread() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<StoreSnapshot>();
+        let mut st = sample_store();
+        let snap = st.snapshot();
+        let want = encode(&snap);
+        let encoder = std::thread::spawn(move || encode(&snap));
+        for i in 0..1500 {
+            st.set(&format!("/many/k{i:05}"), val("moved on"), None, false)
+                .unwrap();
+        }
+        assert_eq!(encoder.join().unwrap(), want);
+    }
+
+    #[test]
     fn an_empty_store_round_trips() {
         let st = Store::new(10);
         let bytes = encode(&st.snapshot());
