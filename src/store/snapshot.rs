@@ -803,6 +803,16 @@ mod tests {
         let mut st = Store::new(10);
         st.restore(snap);
         assert_eq!(st.node_count(), MAX_DEPTH);
+        // Encoding refuses what decoding would, rather than write a snapshot nobody can load.
+        let mut st = Store::new(10);
+        st.set(&"/d".repeat(MAX_DEPTH), val("x"), None, false)
+            .unwrap();
+        let bytes = encode(&st.snapshot());
+        assert!(StoreSnapshot::decode(&mut bytes.as_slice()).is_ok());
+        st.set(&"/e".repeat(MAX_DEPTH + 1), val("x"), None, false)
+            .unwrap();
+        let e = st.snapshot().encode(&mut io::sink()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
