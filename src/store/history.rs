@@ -4,8 +4,9 @@
 //! Store indexes grow by exactly one per event, so the ring always holds a contiguous run of
 //! indexes `[oldest, newest]`. A request older than `oldest` has lost events: v2 answers it
 //! with error 401 (`the requested history has been cleared [oldest/asked]`); v1 simply waits
-//! for the next change. The ring is memory only: after a restart it holds what the replayed
-//! log tail produced.
+//! for the next change. The ring travels in store snapshots, so after a restart or a
+//! snapshot install it holds the snapshot's events and then what the replayed log tail
+//! produced.
 
 use std::collections::VecDeque;
 

@@ -12,6 +12,14 @@
 //!   delivered to matching watchers, except TTL refreshes, which are recorded but not
 //!   delivered.
 //! * The expiry index holds exactly the nodes that have an expiry time.
+//! * A [`StoreSnapshot`] never changes once taken, whatever the store does next.
+//!
+//! The tree is persistent: directories keep their children in `Arc`-shared B+tree blocks
+//! and values are shared strings ([`node`], [`tree`]). Taking a snapshot clones the root -
+//! one reference-count bump, however large the tree - so it costs the store's lock nothing;
+//! a later write copies the few blocks on its path that the snapshot still shares (only the
+//! first write to each block pays), and blocks owned by the store alone change in place.
+//! Snapshots travel as a compact binary stream ([`snapshot`]).
 //!
 //! Semantics follow etcd's v2 store as etcd 3.4 answers (set replaces and so restarts
 //! `createdIndex`; update and compare-and-swap keep it; implicit parent directories take the
@@ -20,22 +28,24 @@
 
 pub mod event;
 pub mod history;
+pub mod name;
 pub mod node;
 pub mod path;
+pub mod snapshot;
 pub mod stats;
+pub mod tree;
 pub mod ttl;
 pub mod watch;
 mod write;
 
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
 use crate::auth::AuthState;
 use crate::error::{Code, EtcdError};
 pub use event::{Action, Event, NodeView};
 use history::History;
 use node::Node;
+pub use snapshot::{SnapshotError, StoreSnapshot};
 pub use stats::{Stats, StatsSnapshot};
 use ttl::ExpiryIndex;
 use watch::{WatchHub, WatchSpec, Watcher};
@@ -43,24 +53,6 @@ use watch::{WatchHub, WatchSpec, Watcher};
 /// Expiry times before 2000-01-01 mean "no TTL" (etcd's rule for times that were zero or
 /// mangled in transit).
 pub const MIN_EXPIRE_AT: i64 = 946_684_800 * 1_000_000_000;
-
-/// The whole store as a snapshot carries it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoreSnapshot {
-    pub index: u64,
-    pub root: Node,
-    pub stats: StatsSnapshot,
-    /// The event history as it was, so watches from an index keep working across restarts
-    /// and snapshot installs.
-    #[serde(default)]
-    pub history: Vec<Event>,
-    /// Ids of members removed from the cluster.
-    #[serde(default)]
-    pub removed_members: std::collections::BTreeSet<u64>,
-    /// Users, roles and the auth switch (absent in snapshots from before auth existed).
-    #[serde(default)]
-    pub auth: AuthState,
-}
 
 pub struct Store {
     root: Node,
@@ -144,17 +136,13 @@ impl Store {
 
     /// The value of a key, without counting a read (for internal bookkeeping).
     pub fn peek_value(&self, key: &str) -> Option<String> {
-        self.lookup(&path::clean(key))
-            .ok()?
-            .value()
-            .map(str::to_string)
+        self.node(&path::clean(key))?.value().map(str::to_string)
     }
 
     /// The length of the value at `key` (0 for a directory or a missing key); no copy.
     pub fn value_len(&self, key: &str) -> usize {
-        self.lookup(&path::clean(key))
-            .ok()
-            .and_then(|n| n.value())
+        self.node(&path::clean(key))
+            .and_then(Node::value)
             .map_or(0, str::len)
     }
 
@@ -180,6 +168,17 @@ impl Store {
         Ok(cur)
     }
 
+    /// The node at a clean path, if there is one (no error built, nothing counted).
+    fn node(&self, key: &str) -> Option<&Node> {
+        let mut cur = &self.root;
+        for seg in path::segments(key) {
+            cur = cur.children()?.get(seg)?;
+        }
+        Some(cur)
+    }
+
+    /// The node at a clean path, for changing it: the shared blocks on the way are copied
+    /// (see `tree`), so call it only for a node known to exist.
     fn node_mut(&mut self, key: &str) -> Option<&mut Node> {
         let mut cur = &mut self.root;
         for seg in path::segments(key) {
@@ -260,6 +259,9 @@ impl Store {
     // -----------------------------------------------------------------------------------
     // snapshots
 
+    /// The whole store as it is now. Cheap - the tree is shared, not copied (the history,
+    /// at most its capacity of events, is) - so it can be taken under the state machine's
+    /// lock and encoded elsewhere while writes go on.
     pub fn snapshot(&self) -> StoreSnapshot {
         let mut stats = self.stats.snapshot();
         stats.gets_success = 0;
@@ -275,8 +277,10 @@ impl Store {
         }
     }
 
-    /// Replace the whole store with a snapshot. History starts empty and every watcher is
-    /// dropped (their clients see the watch end and must watch again).
+    /// Replace the whole store with a snapshot (O(1) for the tree, which is shared with the
+    /// snapshot, plus one walk to rebuild the expiry index). The history becomes the
+    /// snapshot's and every watcher is dropped (their clients see the watch end and must
+    /// watch again).
     pub fn restore(&mut self, snap: StoreSnapshot) {
         let history_size = self.history.capacity();
         self.root = snap.root;
@@ -289,11 +293,8 @@ impl Store {
         }
         self.expiry.clear();
         let expiry = &mut self.expiry;
-        self.root.for_each_post_order("/", &mut |p, n| {
-            if let Some(t) = n.expire_at {
-                expiry.insert(t, p);
-            }
-        });
+        self.root
+            .for_each_expiring("/", &mut |p, t| expiry.insert(t, p));
         let gets = (
             self.stats.snapshot().gets_success,
             self.stats.snapshot().gets_fail,

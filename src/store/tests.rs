@@ -432,3 +432,42 @@ fn value_len_counts_a_key_value_and_nothing_else() {
         "not a client read"
     );
 }
+
+#[test]
+fn failed_writes_copy_nothing_a_snapshot_shares() {
+    let mut st = Store::new(10);
+    for i in 0..100 {
+        st.set(&format!("/d/k{i:03}"), val("v"), None, false)
+            .unwrap();
+    }
+    st.set("/d/sub/x", val("1"), None, false).unwrap();
+    let snap = st.snapshot();
+    assert!(st.create("/d/k001", val("x"), None, false).is_err());
+    assert!(st.set("/d/k001/below", val("x"), None, false).is_err());
+    assert!(st.create("/d/k001/below", val("x"), None, false).is_err());
+    assert!(st.set("/d/sub", val("x"), None, false).is_err());
+    assert!(st.update("/d/nope", "x".into(), None, false).is_err());
+    assert!(
+        st.compare_and_swap("/d/k002", Some("no"), None, "x".into(), None, false)
+            .is_err()
+    );
+    assert!(st.delete("/d/sub", true, false).is_err());
+    assert!(st.compare_and_delete("/d/k003", None, Some(999)).is_err());
+    assert!(st.expire(T0).is_empty());
+    let shared = |a: &Node, b: &Node| a.children().unwrap().ptr_eq(b.children().unwrap());
+    let d = |n: &Node| n.children().unwrap().get("d").unwrap().clone();
+    assert!(shared(&st.root, &snap.root));
+    assert!(shared(&d(&st.root), &d(&snap.root)));
+    st.set("/d/k001", val("y"), None, false).unwrap();
+    assert!(!shared(&st.root, &snap.root));
+    assert!(!shared(&d(&st.root), &d(&snap.root)));
+    assert_eq!(
+        d(&snap.root)
+            .children()
+            .unwrap()
+            .get("k001")
+            .unwrap()
+            .value(),
+        Some("v")
+    );
+}

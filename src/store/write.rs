@@ -1,6 +1,10 @@
 //! The writes of the [`Store`]: set, create, update, compare-and-swap, delete,
 //! compare-and-delete and expiry. Each successful one goes through [`Store::commit`], which
 //! bumps the index, records the event and wakes watchers; a failed one changes nothing.
+//!
+//! A write checks with shared reads (`lookup`, `get`) first and only then takes the mutable
+//! path (`node_mut`, `get_mut`, `insert`, `remove`), which copies the blocks a snapshot still
+//! shares: a write that fails copies nothing.
 
 use super::node::{self, Node};
 use super::{Action, Event, MIN_EXPIRE_AT, NodeView, Stats, Store, path};
@@ -109,29 +113,21 @@ impl Store {
         };
         let expire_at = Self::normalize_expiry(expire_at);
 
-        // Walk to the parent, creating missing directories. A key on the way stops the
-        // walk (104); nothing was created before it (everything after a missing component is
-        // missing too), so a failed create leaves the tree as it was.
-        let mut dir = &mut self.root;
+        // Check with shared reads first, so a failed create copies nothing. A key on the way
+        // stops the walk (104); once a component is missing, everything after it is too.
+        let mut found = Some(&self.root);
         let mut at = String::new();
         for seg in path::segments(parent) {
+            let Some(dir) = found else { break };
             at.push('/');
             at.push_str(seg);
-            let children = dir
-                .children_mut()
-                .expect("the walk only descends into directories");
-            let child = children
-                .entry(seg.to_string())
-                .or_insert_with(|| Node::new_dir(next, None));
-            if !child.is_dir() {
+            found = dir.children().and_then(|c| c.get(seg));
+            if found.is_some_and(|n| !n.is_dir()) {
                 return Err(EtcdError::new(Code::NotDir, at, cur));
             }
-            dir = child;
         }
-        let children = dir.children_mut().expect("parent is a directory");
-
         let mut prev = None;
-        if let Some(existing) = children.get(name) {
+        if let Some(existing) = found.and_then(Node::children).and_then(|c| c.get(name)) {
             if !replace {
                 let mut e = EtcdError::new(Code::NodeExist, key, cur);
                 e.current = existing.value().map(str::to_string);
@@ -140,14 +136,27 @@ impl Store {
             if existing.is_dir() {
                 return Err(EtcdError::new(Code::NotFile, key, cur));
             }
-            prev = Some(existing.expire_at);
+            prev = Some(existing.expire_at());
         }
+
+        // Now walk to the parent for writing, creating the missing directories.
+        let mut dir = &mut self.root;
+        for seg in path::segments(parent) {
+            let children = dir
+                .children_mut()
+                .expect("the walk only descends into directories");
+            if children.get(seg).is_none() {
+                children.insert(seg, Node::new_dir(next, None));
+            }
+            dir = children.get_mut(seg).expect("present or just made");
+        }
+        let children = dir.children_mut().expect("parent is a directory");
         let node = match value {
             Some(v) => Node::new_value(v, next, expire_at),
             None => Node::new_dir(next, expire_at),
         };
         let view = node.view(key);
-        children.insert(name.to_string(), node);
+        children.insert(name, node);
         if let Some(Some(old_expiry)) = prev {
             self.expiry.remove(old_expiry, key);
         }
@@ -288,14 +297,14 @@ impl Store {
         let refresh = value.is_none();
         let node = self.node_mut(key).expect("looked up just before");
         if let (Some(v), node::Kind::Value(cur)) = (value, &mut node.kind) {
-            *cur = v;
+            *cur = v.into();
         }
         // etcd keeps a directory's stored modifiedIndex when only its TTL changes (the event
         // still reports the new index); clients see this in later reads and prevNodes.
         if !node.is_dir() {
             node.modified_index = next;
         }
-        let old_expiry = std::mem::replace(&mut node.expire_at, expire_at);
+        let old_expiry = node.set_expire_at(expire_at);
         let mut view = node.view(key);
         view.modified_index = next;
         if let Some(t) = old_expiry {
@@ -400,7 +409,7 @@ impl Store {
         let mut removed = Vec::new();
         let expiry = &mut self.expiry;
         old.for_each_post_order(key, &mut |p, n| {
-            if let Some(t) = n.expire_at {
+            if let Some(t) = n.expire_at() {
                 expiry.remove(t, p);
             }
             removed.push(p.to_string());
@@ -431,7 +440,7 @@ impl Store {
         let mut out = Vec::new();
         while let Some((t, key)) = self.expiry.pop_due(now) {
             // The popped entry is gone already; `remove` clears the rest of the subtree's.
-            if self.node_mut(&key).is_none_or(|n| n.expire_at != Some(t)) {
+            if self.node(&key).is_none_or(|n| n.expire_at() != Some(t)) {
                 continue;
             }
             let ev = self.remove(&key, Action::Expire);
