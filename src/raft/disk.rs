@@ -13,7 +13,8 @@
 //! | constant     | name          | key   | value                                              |
 //! |--------------|---------------|-------|----------------------------------------------------|
 //! | [`META`]     | `"raft_meta"` | `&str`| small records, see the `META_*` key constants      |
-//! | [`SNAPSHOT`] | `"snapshot"`  | `&str`| [`SNAPSHOT_META`] and [`SNAPSHOT_DATA`]            |
+//! | [`SNAPSHOT`] | `"snapshot"`  | `&str`| the current snapshot's record (`raft::snapshot`)   |
+//! | [`SNAPSHOT_CHUNKS`] | `"snapshot_chunks"` | `(u64, u64)` | the snapshots' bytes, by generation and piece |
 //!
 //! All tables are created by [`Disk::open`] in one write transaction, so every later reader can
 //! open them without handling "table does not exist".
@@ -43,15 +44,19 @@ use redb::{
 /// Raft metadata: small named records (see the `META_*` keys).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
-/// The latest state-machine snapshot: [`SNAPSHOT_META`] and [`SNAPSHOT_DATA`].
+/// The latest state-machine snapshot: its record (see `raft::snapshot`).
 pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+/// The bytes of stored snapshots: (generation, piece number) -> up to 1 MiB.
+pub const SNAPSHOT_CHUNKS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("snapshot_chunks");
 
 /// [`META`] key: the node id of this member.
 pub const META_NODE_ID: &str = "node_id";
 
-/// [`SNAPSHOT`] key: the serialized snapshot metadata.
+/// [`SNAPSHOT`] key of a snapshot written by an older release: its metadata (JSON).
 pub const SNAPSHOT_META: &str = "meta";
-/// [`SNAPSHOT`] key: the serialized snapshot payload.
+/// [`SNAPSHOT`] key of a snapshot written by an older release: its payload (JSON).
 pub const SNAPSHOT_DATA: &str = "data";
 
 /// Memory redb may use for caching pages (and for the pages of a large write before they go to
@@ -126,6 +131,8 @@ impl Disk {
         {
             txn.open_table(META).map_err(|e| open_err(e.into()))?;
             txn.open_table(SNAPSHOT).map_err(|e| open_err(e.into()))?;
+            txn.open_table(SNAPSHOT_CHUNKS)
+                .map_err(|e| open_err(e.into()))?;
         }
         txn.commit().map_err(|e| open_err(e.into()))?;
 
@@ -201,36 +208,6 @@ impl Disk {
         }
         txn.commit().map_err(|e| self.io_err(e))
     }
-
-    /// Replaces the stored snapshot (metadata and payload) in one durable transaction.
-    ///
-    /// Blocking: waits for any other open write transaction, then fsyncs.
-    pub fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), DiskError> {
-        let txn = self.begin_write(true)?;
-        {
-            let mut table = txn.open_table(SNAPSHOT).map_err(|e| self.io_err(e))?;
-            table
-                .insert(SNAPSHOT_META, meta)
-                .map_err(|e| self.io_err(e))?;
-            table
-                .insert(SNAPSHOT_DATA, data)
-                .map_err(|e| self.io_err(e))?;
-        }
-        txn.commit().map_err(|e| self.io_err(e))
-    }
-
-    /// Loads the stored snapshot as `(meta, data)`, or `None` if none was ever saved.
-    #[allow(clippy::type_complexity)]
-    pub fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, DiskError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(SNAPSHOT).map_err(|e| self.io_err(e))?;
-        let meta = table.get(SNAPSHOT_META).map_err(|e| self.io_err(e))?;
-        let data = table.get(SNAPSHOT_DATA).map_err(|e| self.io_err(e))?;
-        match (meta, data) {
-            (Some(m), Some(d)) => Ok(Some((m.value().to_vec(), d.value().to_vec()))),
-            _ => Ok(None),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -238,27 +215,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meta_and_snapshot_round_trip_across_reopen() {
+    fn meta_round_trips_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("member").join("etcd.redb");
         {
             let disk = Disk::open(&path).unwrap();
             assert_eq!(disk.read_meta(META_NODE_ID).unwrap(), None);
-            assert_eq!(disk.load_snapshot().unwrap(), None);
             disk.write_meta(META_NODE_ID, b"7", true).unwrap();
             disk.write_meta("hint", b"x", false).unwrap();
-            disk.save_snapshot(b"m1", b"d1").unwrap();
-            disk.save_snapshot(b"m2", b"d2").unwrap();
             assert_eq!(disk.read_meta("hint").unwrap().as_deref(), Some(&b"x"[..]));
         }
         let disk = Disk::open(&path).unwrap();
         assert_eq!(
             disk.read_meta(META_NODE_ID).unwrap().as_deref(),
             Some(&b"7"[..])
-        );
-        assert_eq!(
-            disk.load_snapshot().unwrap(),
-            Some((b"m2".to_vec(), b"d2".to_vec()))
         );
     }
 

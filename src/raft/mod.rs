@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod migrate;
 pub mod network;
 pub mod node;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 pub mod wal;

@@ -447,7 +447,11 @@ async fn confirm_leadership(raft: Raft) -> Result<u64, ProposeError> {
 }
 
 /// One follower's round: ask the leader for a read index (one call for all waiting reads).
-async fn leaders_read_index(raft: Raft, client: PeerClient, me: NodeId) -> Result<u64, ProposeError> {
+async fn leaders_read_index(
+    raft: Raft,
+    client: PeerClient,
+    me: NodeId,
+) -> Result<u64, ProposeError> {
     let Some((_, leader)) = leader_of(&raft).filter(|(id, _)| *id != me) else {
         return Err(ProposeError::NotLeader);
     };

@@ -8,19 +8,21 @@
 //! What must stay true:
 //! * Applying is deterministic: each command of a batch is applied in order with
 //!   `Command::apply`, and its result (event or error) is returned to the proposer.
+//! * Building a snapshot never stops applies or reads: the builder takes an O(1) copy of the
+//!   store (its tree is shared, see `store::tree`) under the read lock, between two applies,
+//!   and encodes it on a blocking thread while the store moves on.
 //! * A snapshot is durable in redb before openraft is told it exists (it purges the log
 //!   behind it), so a restart finds either the old log or the new snapshot, never neither.
 //! * On start-up the last saved snapshot is loaded; openraft then re-applies the committed
 //!   log tail on top of it.
 
-use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, StorageIOError};
-use serde::{Deserialize, Serialize};
 
 use super::disk::Disk;
+use super::snapshot::{self, ChunkReader, SnapshotData, Stored};
 use super::types::{
     BatchResult, LogId, Member, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -60,12 +62,6 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// The snapshot payload: the store and where in the log it was taken.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    store: StoreSnapshot,
-}
-
 pub struct StateMachine {
     shared: Arc<Shared>,
     disk: Disk,
@@ -73,12 +69,9 @@ pub struct StateMachine {
     built: u64,
 }
 
-fn io_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write_state_machine(&e).into()
-}
-
 impl StateMachine {
     /// Open the state machine, loading the last snapshot saved in `disk` if there is one.
+    /// Blocking.
     pub fn open(
         disk: Disk,
         history_size: usize,
@@ -88,21 +81,22 @@ impl StateMachine {
             last_applied: None,
             membership: Default::default(),
         };
-        let storage_err = |e: String| crate::error::Error::Storage(e);
-        if let Some((meta, body)) = disk
-            .load_snapshot()
-            .map_err(|e| storage_err(e.to_string()))?
+        let storage_err = |e: String| {
+            crate::error::Error::Storage(format!("{}: snapshot: {e}", disk.path().display()))
+        };
+        if let Some((meta, stored)) =
+            snapshot::current(&disk).map_err(|e| storage_err(e.to_string()))?
         {
-            let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(|e| {
-                storage_err(format!(
-                    "{}: bad snapshot metadata: {e}",
-                    disk.path().display()
-                ))
-            })?;
-            let body: SnapshotBody = serde_json::from_slice(&body).map_err(|e| {
-                storage_err(format!("{}: bad snapshot: {e}", disk.path().display()))
-            })?;
-            data.store.restore(body.store);
+            let snap = match stored {
+                Stored::Chunks { generation, len } => {
+                    let mut r = ChunkReader::open(&disk, generation, len)
+                        .map_err(|e| storage_err(e.to_string()))?;
+                    snapshot::decode(&mut r)
+                }
+                Stored::Legacy(bytes) => snapshot::decode(&mut bytes.as_slice()),
+            }
+            .map_err(storage_err)?;
+            data.store.restore(snap);
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership;
         }
@@ -119,15 +113,22 @@ impl StateMachine {
         ))
     }
 
-    async fn save(&self, meta: &SnapshotMeta, body: Vec<u8>) -> Result<(), StorageError> {
-        let meta_bytes = serde_json::to_vec(meta).map_err(io_err)?;
-        let disk = self.disk.clone();
-        let signature = meta.signature();
-        tokio::task::spawn_blocking(move || disk.save_snapshot(&meta_bytes, &body))
-            .await
-            .map_err(io_err)?
-            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
+    /// The directory a received snapshot is spooled into.
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.disk
+            .path()
+            .parent()
+            .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf())
     }
+}
+
+/// Runs blocking storage work on Tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -153,51 +154,85 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Between two applies (openraft calls this from the state machine's task): an O(1)
+        // copy of the store that later applies do not change.
         self.built += 1;
+        let d = self.shared.read();
         SnapshotBuilder {
-            shared: self.shared.clone(),
+            store: d.store.snapshot(),
+            last_applied: d.last_applied,
+            membership: d.membership.clone(),
             disk: self.disk.clone(),
             seq: self.built,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let data = SnapshotData::receive_into(&self.spool_dir())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(data))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let body: SnapshotBody = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        // Durable first: if we crash after this, the restart loads this snapshot.
-        self.save(meta, bytes).await?;
+        let signature = meta.signature();
+        let err = |e: String| -> StorageError {
+            StorageIOError::read_snapshot(Some(signature.clone()), &std::io::Error::other(e)).into()
+        };
+        let mut reader = snapshot
+            .into_reader()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let (disk, m) = (self.disk.clone(), meta.clone());
+        // Check it decodes, then keep the very bytes received - durable first: if we crash
+        // after this, the restart loads this snapshot.
+        let snap = blocking(move || {
+            let snap = snapshot::decode(&mut reader)?;
+            reader
+                .seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| e.to_string())?;
+            snapshot::save(&disk, &m, |w| std::io::copy(&mut reader, w).map(|_| ()))
+                .map_err(|e| e.to_string())?;
+            Ok(snap)
+        })
+        .await
+        .map_err(err)?;
         off_worker(|| {
             let mut d = self.shared.write();
-            d.store.restore(body.store);
+            d.store.restore(snap);
             d.last_applied = meta.last_log_id;
             d.membership = meta.last_membership.clone();
         });
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index),
+            "snapshot installed"
+        );
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let disk = self.disk.clone();
-        let loaded = tokio::task::spawn_blocking(move || disk.load_snapshot())
-            .await
-            .map_err(io_err)?
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let Some((meta, data)) = loaded else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta =
-            serde_json::from_slice(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
+        let loaded = blocking(move || {
+            let Some((meta, stored)) = snapshot::current(&disk).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            let data = match stored {
+                Stored::Chunks { generation, len } => SnapshotData::Stored(
+                    ChunkReader::open(&disk, generation, len).map_err(|e| e.to_string())?,
+                ),
+                Stored::Legacy(bytes) => SnapshotData::Memory(std::io::Cursor::new(bytes)),
+            };
+            Ok(Some((meta, data)))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         }))
     }
 }
@@ -223,44 +258,52 @@ fn apply_to(d: &mut SmData, entries: Vec<Entry<TypeConfig>>) -> Vec<BatchResult>
     out
 }
 
+/// A snapshot taken between two applies, to be encoded and saved off the apply path.
 pub struct SnapshotBuilder {
-    shared: Arc<Shared>,
+    store: StoreSnapshot,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
     disk: Disk,
     seq: u64,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Copy under the lock (cheap compared to serializing), serialize outside it, so
-        // applies and reads wait only for the copy.
-        let (store, last_applied, membership) = off_worker(|| {
-            let d = self.shared.read();
-            (d.store.snapshot(), d.last_applied, d.membership.clone())
-        });
-        let body = serde_json::to_vec(&SnapshotBody { store }).map_err(io_err)?;
-        let snapshot_id = match last_applied {
+        let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("0-0-{}", self.seq),
         };
         let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let sm = StateMachine {
-            shared: self.shared.clone(),
-            disk: self.disk.clone(),
-            built: self.seq,
-        };
-        sm.save(&meta, body.clone()).await?;
+        let (disk, m, store) = (self.disk.clone(), meta.clone(), self.store.clone());
+        let started = std::time::Instant::now();
+        let (len, reader) = blocking(move || {
+            let len = snapshot::save(&disk, &m, |mut w| store.encode(&mut w))
+                .map_err(|e| e.to_string())?;
+            let gen_reader = match snapshot::current(&disk).map_err(|e| e.to_string())? {
+                Some((_, Stored::Chunks { generation, len })) => {
+                    ChunkReader::open(&disk, generation, len).map_err(|e| e.to_string())?
+                }
+                _ => return Err("the snapshot just saved is not there".into()),
+            };
+            Ok((len, gen_reader))
+        })
+        .await
+        .map_err(|e| {
+            StorageIOError::write_snapshot(Some(meta.signature()), &std::io::Error::other(e))
+        })?;
         tracing::info!(
-            index = last_applied.map(|l| l.index),
-            bytes = body.len(),
+            index = self.last_applied.map(|l| l.index),
+            bytes = len,
+            took_ms = started.elapsed().as_millis() as u64,
             "snapshot saved"
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(body)),
+            snapshot: Box::new(SnapshotData::Stored(reader)),
         })
     }
 }

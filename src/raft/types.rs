@@ -7,7 +7,6 @@
 //! which is what `/v1/machines`, `/v2/members` and forwarding need.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +46,7 @@ openraft::declare_raft_types!(
         R = BatchResult,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapshotData,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
