@@ -8,7 +8,11 @@
 #   CANDIDATES [all]  WORKLOADS [all]
 #   QUIET_CPU [25]  busy % of all CPUs (sampled 2 s, before each run) under
 #                   which the machine counts as quiet
-#   WAIT_MAX [180]  seconds to wait for quiet before running anyway
+#   WAIT_MAX [30]   seconds to wait for quiet before running anyway (the
+#                   run is then recorded with the busy figures; on a machine
+#                   that stays busy, waiting longer only stretches the run)
+# A run already in OUT (same round, candidate, workload) is skipped, so an
+# interrupted run.sh resumes where it stopped.
 #   SURFACE [1]     also measure the surface (surface.sh: deps, cold builds)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +21,7 @@ ROUNDS=${ROUNDS:-3}
 TMP=${WALBENCH_TMP:-/work/walbench-tmp}
 OUT=${OUT:-results.tsv}
 QUIET_CPU=${QUIET_CPU:-25}
-WAIT_MAX=${WAIT_MAX:-180}
+WAIT_MAX=${WAIT_MAX:-30}
 SURFACE=${SURFACE:-1}
 
 flock /tmp/release-build.lock cargo build --release
@@ -53,6 +57,7 @@ wait_quiet() {
 for r in $(seq 1 "$ROUNDS"); do
   for w in $WORKS; do
     for c in $CANDS; do
+      if grep -qP "^(RESULT|SKIP)\t$r\t$c\t$w\t" "$OUT"; then continue; fi
       busy=$(wait_quiet)
       echo "# round=$r workload=$w candidate=$c loadavg: $(cut -d' ' -f1-3 /proc/loadavg) cpu_busy_before=${busy}%" | tee -a "$OUT"
       d="$TMP/run-$r-$c-$w"

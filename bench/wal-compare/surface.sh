@@ -7,12 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 TMP=${WALBENCH_TMP:-/work/walbench-tmp}
-printf '%-12s %10s %12s %14s %16s %s\n' feature tree_lines unique_crates added_crates cold_build_s load_before
+printf '%-12s %10s %12s %14s %18s %16s %s\n' feature tree_lines unique_crates added_crates unique_with_build cold_build_s load_before
 base_unique=
 for f in none raft-engine okaywal raft-log redb; do
   if [ "$f" = none ]; then feat=(--no-default-features); else feat=(--no-default-features --features "$f"); fi
   lines=$(cargo tree -e normal "${feat[@]}" | wc -l)
   uniq=$(cargo tree -e normal "${feat[@]}" --prefix none | sed 's/ (\*)$//' | sort -u | wc -l)
+  withb=$(cargo tree -e normal,build "${feat[@]}" --prefix none | sed 's/ (\*)$//' | sort -u | wc -l)
   [ -n "$base_unique" ] || base_unique=$uniq
   t="$TMP/surface-target-$f"
   rm -rf "$t"
@@ -22,5 +23,5 @@ for f in none raft-engine okaywal raft-log redb; do
     CARGO_TARGET_DIR="$1" cargo build --release --quiet "${@:2}" >/dev/null 2>&1
     e=$(date +%s.%N); echo "$e - $s" | bc' _ "$t" "${feat[@]}")
   rm -rf "$t"
-  printf '%-12s %10s %12s %14s %16.1f %s\n' "$f" "$lines" "$uniq" "$((uniq - base_unique))" "$secs" "$load"
+  printf '%-12s %10s %12s %14s %18s %16.1f %s\n' "$f" "$lines" "$uniq" "$((uniq - base_unique))" "$withb" "$secs" "$load"
 done

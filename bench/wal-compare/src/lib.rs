@@ -114,3 +114,23 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn fdatasync(f: &std::fs::File) -> io::Result<()> {
     f.sync_data()
 }
+
+/// Reopens a candidate's log at `dir` and returns how many records recovery
+/// kept (`None`: the candidate has no recovery to test, the raw ceiling).
+pub fn count_recovered(name: &str, dir: &Path) -> io::Result<Option<u64>> {
+    Ok(Some(match name {
+        "raw-falloc" | "raw-zero" | "raw-grow" => return Ok(None),
+        "purpose" => purpose::PurposeLog::open(dir, SEGMENT_BYTES)?.recovered.records,
+        #[cfg(feature = "raft-engine")]
+        "raft-engine" => re::count_recovered(dir)?,
+        #[cfg(feature = "okaywal")]
+        "okaywal" => okw::count_recovered(dir, false)?,
+        #[cfg(feature = "okaywal")]
+        "okaywal-64m" => okw::count_recovered(dir, true)?,
+        #[cfg(feature = "raft-log")]
+        "raft-log" | "raft-log-nowait" => rlog::count_recovered(dir)?,
+        #[cfg(feature = "redb")]
+        "redb" => rdb::count_recovered(dir)?,
+        _ => return Err(unsupported(name)),
+    }))
+}

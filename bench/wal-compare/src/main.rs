@@ -4,6 +4,7 @@
 //! wal-compare list
 //! wal-compare run --candidate C --workload W --dir DIR [--round R] [--n N] [--warmup W]
 //! wal-compare summarize results.tsv
+//! wal-compare torn --candidate C --dir DIR
 //! ```
 //!
 //! `run` prints one `RESULT` line (tab separated) and leaves DIR for the
@@ -200,6 +201,79 @@ fn run(args: &[String]) -> io::Result<()> {
     Ok(())
 }
 
+/// Newest non-empty regular file under `dir` (the one holding the tail).
+fn newest_file(dir: &std::path::Path) -> io::Result<PathBuf> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && m.len() > 0 {
+                let t = m.modified()?;
+                if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                    best = Some((t, e.path()));
+                }
+            }
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| io::Error::other("no file"))
+}
+
+/// Writes 100 calls of one 1000-byte record, closes, damages the tail of the
+/// newest file, reopens and reports how many records recovery kept.
+/// `zero`: the last 200 written bytes become zeros (write cut short);
+/// `flip`: 16 bytes 500 bytes before the end are inverted (a sector of the
+/// last write lost while later ones landed); `cut`: the file is truncated
+/// 200 bytes before the end of the data (a growing file whose last append
+/// was cut short).
+fn torn(args: &[String]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let cand = arg(args, "--candidate").expect("--candidate");
+    let base = PathBuf::from(arg(args, "--dir").expect("--dir"));
+    for mode in ["zero", "flip", "cut"] {
+        let dir = base.join(mode);
+        if dir.exists() {
+            return Err(io::Error::other(format!("{} exists", dir.display())));
+        }
+        let pool = random_pool(1 << 20);
+        let w = Workload { name: "torn", records: 1, size: 1000, n: 100, threads: 1 };
+        {
+            let mut log = open_log(&cand, &dir, Hint { total_bytes: 1 << 20 })?;
+            let mut recs = Vec::new();
+            for i in 0..w.n {
+                records_for(&pool, i, &w, &mut recs);
+                log.append_sync(&recs)?;
+            }
+        }
+        let file = newest_file(&dir)?;
+        let data = std::fs::read(&file)?;
+        let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let f = std::fs::OpenOptions::new().write(true).open(&file)?;
+        match mode {
+            "zero" => f.write_all_at(&[0u8; 200], (end - 200) as u64)?,
+            "cut" => f.set_len((end - 200) as u64)?,
+            _ => {
+                let at = end - 500;
+                let inv: Vec<u8> = data[at..at + 16].iter().map(|b| !b).collect();
+                f.write_all_at(&inv, at as u64)?;
+            }
+        }
+        f.sync_all()?;
+        drop(f);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let res = match wal_compare::count_recovered(&cand, &dir) {
+            Ok(Some(n)) => format!("recovered {n} of {} records", w.n),
+            Ok(None) => "no recovery (raw ceiling)".to_string(),
+            Err(e) => format!("open FAILED: {e}"),
+        };
+        println!("TORN\t{cand}\t{mode}\t{name}@{end}\t{res}");
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
@@ -230,9 +304,16 @@ fn summarize(path: &str, noisy_load: f64, noisy_cpu: f64) -> io::Result<()> {
         }
         println!("\n### {} ({} x {} B per call{}, N={})\n", w.name, w.records, w.size,
             if w.threads > 1 { format!(", {} threads", w.threads) } else { String::new() }, w.n);
-        println!("| candidate | rounds | calls/s | records/s | p50 us | p99 us | max us | load1 (min-max) | others' CPU % (max) | noisy rounds |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+        println!("| candidate | rounds | calls/s | records/s | p50 us | p99 us | max us | load1 (min-max) | others' CPU % (max) | noisy rounds | quiet runs: n, calls/s, p50, p99 |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|");
         for ((_, ci), runs) in rows {
+            let quiet: Vec<&Vec<f64>> = runs.iter().filter(|r| r[1] <= noisy_cpu).collect();
+            let qcol = |k: usize| quiet.iter().map(|r| r[k]).collect::<Vec<_>>();
+            let qtext = if quiet.is_empty() {
+                "0".to_string()
+            } else {
+                format!("{}, {}, {}, {}", quiet.len(), fmt_num(median(qcol(5))), fmt_num(median(qcol(7))), fmt_num(median(qcol(8))))
+            };
             let col = |k: usize| runs.iter().map(|r| r[k]).collect::<Vec<_>>();
             let loads = col(0);
             let others = col(1);
@@ -241,7 +322,7 @@ fn summarize(path: &str, noisy_load: f64, noisy_cpu: f64) -> io::Result<()> {
             let omax = others.iter().cloned().fold(0.0, f64::max);
             let noisy = runs.iter().filter(|r| r[0] > noisy_load || r[1] > noisy_cpu).count();
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2}-{:.2} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2}-{:.2} | {:.1} | {} | {} |",
                 CANDIDATES[*ci],
                 runs.len(),
                 fmt_num(median(col(5))),
@@ -252,7 +333,8 @@ fn summarize(path: &str, noisy_load: f64, noisy_cpu: f64) -> io::Result<()> {
                 lmin,
                 lmax,
                 omax,
-                noisy
+                noisy,
+                qtext
             );
         }
     }
@@ -276,13 +358,14 @@ fn main() -> io::Result<()> {
             Ok(())
         }
         Some("run") => run(&args[1..]),
+        Some("torn") => torn(&args[1..]),
         Some("summarize") => {
             let nl = arg(&args, "--noisy-load").map_or(1.0, |s| s.parse().unwrap());
             let nc = arg(&args, "--noisy-cpu").map_or(10.0, |s| s.parse().unwrap());
             summarize(args.get(1).expect("results file"), nl, nc)
         }
         _ => {
-            eprintln!("usage: wal-compare list | header | run --candidate C --workload W --dir DIR [--round R] [--n N] [--warmup W] | summarize FILE [--noisy-load X] [--noisy-cpu PCT]");
+            eprintln!("usage: wal-compare list | header | run --candidate C --workload W --dir DIR [--round R] [--n N] [--warmup W] | summarize FILE [--noisy-load X] [--noisy-cpu PCT] | torn --candidate C --dir DIR");
             std::process::exit(2);
         }
     }

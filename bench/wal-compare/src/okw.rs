@@ -31,19 +31,23 @@ impl LogManager for Discard {
     }
 }
 
+fn config(dir: &Path, big_segments: bool) -> Configuration {
+    let cfg = Configuration::default_for(dir);
+    if big_segments {
+        cfg.preallocate_bytes(crate::SEGMENT_BYTES as u32)
+            .checkpoint_after_bytes(crate::SEGMENT_BYTES)
+    } else {
+        cfg
+    }
+}
+
 pub struct OkayWal {
     wal: WriteAheadLog,
 }
 
 impl OkayWal {
     pub fn open(dir: &Path, big_segments: bool) -> io::Result<Self> {
-        let mut cfg = Configuration::default_for(dir);
-        if big_segments {
-            cfg = cfg
-                .preallocate_bytes(crate::SEGMENT_BYTES as u32)
-                .checkpoint_after_bytes(crate::SEGMENT_BYTES);
-        }
-        Ok(OkayWal { wal: cfg.open(Discard)? })
+        Ok(OkayWal { wal: config(dir, big_segments).open(Discard)? })
     }
 
     fn append(&self, records: &[&[u8]]) -> io::Result<()> {
@@ -66,4 +70,35 @@ impl SharedLog for OkayWal {
     fn append_sync(&self, records: &[&[u8]]) -> io::Result<()> {
         self.append(records)
     }
+}
+
+/// Counts the chunks of the complete entries that recovery hands over.
+#[derive(Debug, Default)]
+struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl LogManager for Count {
+    fn recover(&mut self, entry: &mut Entry<'_>) -> io::Result<()> {
+        if let Some(chunks) = entry.read_all_chunks()? {
+            self.0.fetch_add(chunks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn checkpoint_to(
+        &mut self,
+        _last_checkpointed_id: EntryId,
+        _checkpointed_entries: &mut SegmentReader,
+        _wal: &WriteAheadLog,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reopens the log at `dir` and counts the records recovery hands over.
+pub fn count_recovered(dir: &Path, big_segments: bool) -> io::Result<u64> {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let wal = config(dir, big_segments).open(Count(n.clone()))?;
+    let got = n.load(std::sync::atomic::Ordering::Relaxed);
+    wal.shutdown()?;
+    Ok(got)
 }

@@ -66,3 +66,12 @@ impl SharedLog for SharedRedb {
         append(&self.db, first, records)
     }
 }
+
+/// Reopens the database at `dir` and counts the entries.
+pub fn count_recovered(dir: &Path) -> io::Result<u64> {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let db = Database::create(dir.join("log.redb")).map_err(err)?;
+    let tx = db.begin_read().map_err(err)?;
+    let t = tx.open_table(LOGS).map_err(err)?;
+    t.len().map_err(err)
+}

@@ -107,3 +107,12 @@ impl SharedLog for SharedRaftEngine {
         Ok(())
     }
 }
+
+/// Reopens the engine at `dir` and counts the entries of raft group 1.
+pub fn count_recovered(dir: &Path) -> io::Result<u64> {
+    let e = open_engine(dir)?;
+    Ok(match (e.first_index(1), e.last_index(1)) {
+        (Some(f), Some(l)) => l + 1 - f,
+        _ => 0,
+    })
+}

@@ -100,3 +100,9 @@ impl SharedLog for SharedRaftLog {
         wait(rx)
     }
 }
+
+/// Reopens the log at `dir` and returns the index of its last entry.
+pub fn count_recovered(dir: &Path) -> io::Result<u64> {
+    let rl = open(dir, false)?;
+    Ok(rl.log_state().last().map_or(0, |id| id.1))
+}
