@@ -138,6 +138,8 @@ pub struct Wal {
     end: u64,
     next_seq: u64,
     spare: Option<Spare>,
+    /// Tells the preparing thread to stop (the log is closing).
+    cancel: Arc<std::sync::atomic::AtomicBool>,
     failed: Option<String>,
     buf: Vec<u8>,
     /// Tests: make the next write fail as a failing disk would.
@@ -270,19 +272,20 @@ impl Wal {
             end: end.at(),
             next_seq: next_seq.unwrap_or(0),
             spare: None,
+            cancel: Default::default(),
             failed: None,
             buf: Vec::new(),
             #[cfg(test)]
             inject_failure: None,
         };
-        wal.prepare_spare();
         Ok(wal)
     }
 
     /// A new, empty log: segment 0.
     fn create(dir: &Path, opts: Options) -> Result<Wal, WalError> {
-        let (tmp, file, salt) = segment::prepare(dir, 0, opts.segment_size)
-            .map_err(|e| io_err(dir, "create the first segment", e))?;
+        let (tmp, file, salt) =
+            segment::prepare(dir, 0, opts.segment_size, segment::Fill::Allocate)
+                .map_err(|e| io_err(dir, "create the first segment", e))?;
         let path = dir.join(segment::file_name(0));
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename", e))?;
         sync_dir(dir)?;
@@ -297,12 +300,12 @@ impl Wal {
             end: segment::HEADER_LEN,
             next_seq: 0,
             spare: None,
+            cancel: Default::default(),
             failed: None,
             buf: Vec::new(),
             #[cfg(test)]
             inject_failure: None,
         };
-        wal.prepare_spare();
         Ok(wal)
     }
 
@@ -363,6 +366,9 @@ impl Wal {
         self.sync_write(&file, start, "append")?;
         self.end = start + self.buf.len() as u64;
         self.next_seq += 1;
+        if self.spare.is_none() && self.end > self.opts.segment_size / 2 {
+            self.prepare_spare();
+        }
         Ok(Pos {
             segment: self.active_no,
             offset: start + (frame::HEADER_LEN + skip) as u64,
@@ -399,7 +405,12 @@ impl Wal {
             Some(handle) => handle
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("segment preparation panicked"))),
-            None => segment::prepare(&self.dir, next, self.opts.segment_size),
+            None => segment::prepare(
+                &self.dir,
+                next,
+                self.opts.segment_size,
+                segment::Fill::Allocate,
+            ),
         };
         let (tmp, file, salt) = spare.map_err(|e| self.fail("prepare the next segment", e))?;
         let path = self.dir.join(segment::file_name(next));
@@ -431,17 +442,18 @@ impl Wal {
         self.active = file;
         self.salt = salt;
         self.end = segment::HEADER_LEN;
-        self.prepare_spare();
         tracing::debug!(segment = next, "log moved on to a new segment");
         Ok(())
     }
 
-    /// Start preparing the segment after the active one on another thread.
+    /// Start preparing the segment after the active one on another thread (once the active
+    /// one is half full, so a log that stays small never writes a second segment).
     fn prepare_spare(&mut self) {
         let (dir, no, size) = (self.dir.clone(), self.active_no + 1, self.opts.segment_size);
+        let cancel = self.cancel.clone();
         let spawned = std::thread::Builder::new()
             .name("wal-prepare".into())
-            .spawn(move || segment::prepare(&dir, no, size));
+            .spawn(move || segment::prepare(&dir, no, size, segment::Fill::Zeros(&cancel)));
         // Without a thread the next rotation prepares the segment itself.
         self.spare = spawned.ok();
     }
@@ -481,7 +493,9 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        // Let a preparation in progress finish, so its file is complete (or removed on open).
+        // Stop a preparation in progress (its file is removed on the next open).
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.spare.take() {
             let _ = h.join();
         }

@@ -257,7 +257,13 @@ fn a_rotation_cut_short_leaves_a_usable_log() {
         assert_eq!(wal.segments(), vec![0]);
     }
     // The next segment was renamed into place, but the seal never reached the disk.
-    let (tmp_path, _, _) = segment::prepare(&dir, 1, SMALL.segment_size).unwrap();
+    let (tmp_path, _, _) = segment::prepare(
+        &dir,
+        1,
+        SMALL.segment_size,
+        segment::Fill::Zeros(&Default::default()),
+    )
+    .unwrap();
     std::fs::rename(tmp_path, segment_path(&dir, 1)).unwrap();
     let (mut wal, seen) = open_collect(&dir, SMALL).unwrap();
     assert_eq!(strip(&seen), (0..3).map(payload).collect::<Vec<_>>());
