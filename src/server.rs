@@ -205,8 +205,22 @@ pub async fn run(
         client: peer_client.clone(),
         stats: peer_stats.clone(),
     };
-    let raft = Raft::new(id, Arc::new(raft_config(&cfg)?), network, log_store, sm)
+    // Raft runs on a runtime of its own (one thread): its core, state machine and the write
+    // batcher are never queued behind client connections.
+    let raft_rt = RaftRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("raft")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io(format!("cannot start the raft runtime: {e}")))?,
+    ));
+    let raft_config = Arc::new(raft_config(&cfg)?);
+    let raft = raft_rt
+        .handle()
+        .spawn(async move { Raft::new(id, raft_config, network, log_store, sm).await })
         .await
+        .map_err(|e| Error::Raft(e.to_string()))?
         .map_err(|e| Error::Raft(e.to_string()))?;
     let fresh = !raft
         .is_initialized()
@@ -225,14 +239,17 @@ pub async fn run(
     tracing::info!(name = %cfg.name, id = format!("{id:x}"), fresh, client = %cfg.client_url, peer = %cfg.peer_url, "node starting");
 
     let (removed_tx, mut removed_rx) = watch::channel(false);
-    let node = RaftNode::new(
-        id,
-        me.clone(),
-        raft.clone(),
-        shared.clone(),
-        peer_stats,
-        peer_client,
-    );
+    let node = {
+        let _raft_context = raft_rt.handle().enter();
+        RaftNode::new(
+            id,
+            me.clone(),
+            raft.clone(),
+            shared.clone(),
+            peer_stats,
+            peer_client,
+        )
+    };
     let state = Arc::new(AppState {
         node: node.clone(),
         cfg: Arc::new(cfg.clone()),
@@ -305,11 +322,30 @@ pub async fn run(
     let _ = raft.shutdown().await;
     drop(node);
     drop(state);
+    drop(raft_rt);
     match failed {
         // The log's state on disk is unknown after a failed write: stop, acknowledging
         // nothing more, and say why.
         Some(why) => Err(Error::Storage(format!("{why}; stopping"))),
         None => Ok(()),
+    }
+}
+
+/// The runtime Raft's tasks run on; stopped (without waiting) when dropped, which may happen
+/// inside the main runtime.
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

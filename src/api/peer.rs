@@ -192,7 +192,7 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                 Ok(MemberDone {
                     id,
                     member,
-                    applied: node.raft_position().0,
+                    applied: node.applied_index(),
                 })
             }
             MemberOp::Update { id, peer_url } => {
@@ -201,7 +201,7 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                 Ok(MemberDone {
                     id,
                     member,
-                    applied: node.raft_position().0,
+                    applied: node.applied_index(),
                 })
             }
             MemberOp::Remove { id } => {
@@ -225,7 +225,7 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
                 Ok(MemberDone {
                     id,
                     member,
-                    applied: node.raft_position().0,
+                    applied: node.applied_index(),
                 })
             }
         };

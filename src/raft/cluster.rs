@@ -156,7 +156,7 @@ pub async fn join(
     }
     Ok(JoinResponse {
         cluster_id,
-        applied: node.raft_position().0,
+        applied: node.applied_index(),
     })
 }
 

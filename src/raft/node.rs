@@ -359,6 +359,13 @@ impl RaftNode {
         members(&self.shared.read().membership)
     }
 
+    /// The log index this node's store has applied up to. It can run ahead of what openraft
+    /// reports (`raft_position`) for a moment, never behind: an answer that waits for a change
+    /// to be applied elsewhere names this index.
+    pub fn applied_index(&self) -> u64 {
+        self.shared.read().last_applied.map_or(0, |l| l.index)
+    }
+
     /// Raft commit position as of now: (last applied index, current term).
     pub fn raft_position(&self) -> (u64, u64) {
         let m = self.raft.metrics();

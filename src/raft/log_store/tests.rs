@@ -278,7 +278,7 @@ async fn a_failed_sync_acknowledges_nothing_after_it() {
     let mut store = open(dir.path());
     let mut failure = store.failure();
     store.blocking_append([put(1, 0)]).await.unwrap();
-    store.jobs.send(Job::Inject(io::ErrorKind::Other)).unwrap();
+    store.writer().wal.inject_failure = Some(io::ErrorKind::Other);
     let err = store.blocking_append([put(1, 1)]).await.unwrap_err();
     assert!(err.to_string().contains("append"), "{err}");
     failure.changed().await.unwrap();

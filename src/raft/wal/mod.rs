@@ -262,7 +262,7 @@ impl Wal {
                 why: "missing segment (the one before it is sealed)".into(),
             });
         }
-        let mut wal = Wal {
+        let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
             files: Arc::new(RwLock::new(files)),
@@ -290,7 +290,7 @@ impl Wal {
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename", e))?;
         sync_dir(dir)?;
         let file = Arc::new(file);
-        let mut wal = Wal {
+        let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
             files: Arc::new(RwLock::new(BTreeMap::from([(0, file.clone())]))),
