@@ -82,7 +82,9 @@ fn raft_config(cfg: &Config) -> Result<openraft::Config> {
         heartbeat_interval: cfg.heartbeat_ms,
         election_timeout_min: cfg.election_ms,
         election_timeout_max: cfg.election_ms * 2,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+        // Snapshots count writes, not entries (one entry carries a batch of them): the state
+        // machine says when one is due and `RaftNode` asks for it.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1000,
         // Per snapshot chunk (3 MiB): generous for a loaded machine.
         install_snapshot_timeout: 10_000,
@@ -193,7 +195,7 @@ pub async fn run(
         .map_err(|e| Error::Storage(e.to_string()))?
         .last_log_id
         .map_or(0, |l| l.index);
-    let (sm, shared) = StateMachine::open(disk.clone(), cfg.history_size)?;
+    let (sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
     let me = Member {
         name: cfg.name.clone(),
         peer_url: cfg.peer_url.clone(),

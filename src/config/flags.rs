@@ -155,7 +155,7 @@ pub(super) const V01_FLAGS: &[Flag] = &[
     number("r", S::MaxRetry, false, "<n>", "join attempts, 10 s apart (default 3)"),
     number("maxsize", S::MaxClusterSize, false, "<n>", "maximum number of cluster members (default 9)"),
     boolean("snapshot", S::Snapshot, true, "accepted for compatibility; snapshots are always on"),
-    number("snapshotCount", S::SnapshotCount, false, "<n>", "committed entries between snapshots (default 10000) [ETCD_SNAPSHOTCOUNT]"),
+    number("snapshotCount", S::SnapshotCount, false, "<n>", "writes applied between snapshots (default 100000) [ETCD_SNAPSHOTCOUNT]"),
     text("w", S::WebUi, false, "<host:port>", "accepted and ignored (no bundled web UI)"),
     text("clientCert", S::ClientCert, false, "<file>", "client port certificate (PEM); with -clientKey the client port serves https (default none)"),
     text("clientKey", S::ClientKey, false, "<file>", "client port private key (PEM) (default none)"),

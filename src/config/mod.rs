@@ -101,7 +101,7 @@ const DEFAULT_TOKEN: &str = "etcd-cluster";
 const DEFAULT_HISTORY: usize = 1000;
 const DEFAULT_MAX_RETRY: u32 = 3;
 const DEFAULT_MAX_CLUSTER_SIZE: usize = 9;
-const DEFAULT_SNAPSHOT_COUNT: u64 = 10000;
+const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 const DEFAULT_HEARTBEAT_MS: u64 = 50;
 const DEFAULT_ELECTION_MS: u64 = 200;
 
@@ -220,7 +220,7 @@ pub struct Config {
     pub max_cluster_size: usize,
     /// `-snapshot` was given (snapshots are always on; kept for information).
     pub snapshot: bool,
-    /// Log entries between snapshots; default 10000, never 0.
+    /// Writes (commands) applied between snapshots; default 100000 (as etcd 3.x), never 0.
     pub snapshot_count: u64,
     /// Client-port TLS.
     pub client_tls: TlsFiles,

@@ -89,7 +89,7 @@ fn no_arguments_give_the_v01_defaults() {
     assert_eq!(config.history_size, 1000);
     assert_eq!(config.max_retry, 3);
     assert_eq!(config.max_cluster_size, 9);
-    assert_eq!(config.snapshot_count, 10000);
+    assert_eq!(config.snapshot_count, 100_000);
     assert_eq!((config.heartbeat_ms, config.election_ms), (50, 200));
     assert_eq!(config.initial_cluster_token, "etcd-cluster");
     assert_eq!(config.initial_cluster_state, ClusterState::New);

@@ -55,7 +55,7 @@ use super::wal::{Options, Pos, Wal, WalError, WalReader};
 
 /// Entry bytes kept in memory beyond what is on disk anyway (tests: small, to exercise reads
 /// from disk).
-pub const CACHE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+pub const CACHE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 4 << 20 };
 
 mod rec {
     pub const ENTRY: u8 = 1;

@@ -134,6 +134,7 @@ impl RaftNode {
         let (read_local, rx) = mpsc::channel(READS_WAITING);
         let r = raft.clone();
         tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
+        tokio::spawn(snapshot_when_due(raft.clone(), shared.clone()));
         let (read_remote, rx) = mpsc::channel(READS_WAITING);
         let (r, c) = (raft.clone(), client.clone());
         tokio::spawn(read_index_rounds(rx, move || {
@@ -392,6 +393,18 @@ impl RaftNode {
             if due && let Err(e) = self.propose(Command::Expire { now }).await {
                 tracing::warn!(error = %e, "expiry proposal failed");
             }
+        }
+    }
+}
+
+/// Ask openraft for a snapshot whenever the state machine says one is due (`-snapshotCount`
+/// writes since the last one). A request while one is being built is ignored by openraft;
+/// the next applied batch reminds us.
+async fn snapshot_when_due(raft: Raft, shared: Arc<Shared>) {
+    loop {
+        shared.snapshot_due.notified().await;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
         }
     }
 }

@@ -24,7 +24,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
         let disk =
             Disk::open(&dir.path().join("etcd.redb")).map_err(|e| StorageIOError::write(&e))?;
-        let (sm, _) = StateMachine::open(disk, 100).map_err(|e| StorageIOError::write(&e))?;
+        let (sm, _) =
+            StateMachine::open(disk, 100, 10_000).map_err(|e| StorageIOError::write(&e))?;
         let log = LogStore::open(&dir.path().join("wal"), SMALL)
             .map_err(|e| StorageIOError::write(&e))?;
         Ok((dir, log, sm))
