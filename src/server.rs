@@ -273,13 +273,22 @@ pub async fn run(
         api::client_router(state.clone()),
         stop_rx.clone(),
     );
-    let peer = serve(
-        peer_listener,
-        peer_tls,
-        api::peer_router(state.clone()),
-        stop_rx,
-    );
-    let servers = tokio::spawn(async move { tokio::join!(client, peer) });
+    // The peer port is served on Raft's runtime: an AppendEntries or a forwarded write goes
+    // from the socket to the Raft core without changing threads.
+    let peer_listener = peer_listener
+        .into_std()
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::Io(format!("peer listener: {e}")))?;
+    let peer_router = api::peer_router(state.clone());
+    let peer = raft_rt.handle().spawn(async move {
+        match TcpListener::from_std(peer_listener) {
+            Ok(l) => serve(l, peer_tls, peer_router, stop_rx).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve the peer port"),
+        }
+    });
+    let servers = tokio::spawn(async move {
+        let _ = tokio::join!(client, peer);
+    });
 
     // A joining node serves its peer port first: the leader replicates to it while it joins.
     let mut joined_at = 0;
