@@ -5,9 +5,12 @@
 //! so proposing each request as its own entry would cost one fsync per write. Instead every
 //! proposal goes into a queue; a batcher task takes whatever has accumulated (up to
 //! [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]) and proposes it as *one* entry, with at most
-//! [`MAX_IN_FLIGHT`] batches outstanding so the next batch fills while the previous one is
-//! being fsynced. Each command gets its own result back. A write is answered only after its
-//! entry is committed and applied.
+//! [`MAX_IN_FLIGHT`] batch outstanding: the next batch fills while the current one is synced
+//! and applied. (The log is synced on Raft's own thread, which also applies entries, so a
+//! second batch in flight only made the first one's answer wait for the second one's sync:
+//! measured, one in flight gave sequential writes ~12% more throughput and CAS on one key
+//! ~30% more successes, with no loss at 64 or 256 connections.) Each command gets its own
+//! result back. A write is answered only after its entry is committed and applied.
 //!
 //! **Forwarding.** A follower does not send each write to the leader on its own: a forwarder
 //! task coalesces the writes waiting on this node into one `/raft/propose` call (up to
@@ -40,8 +43,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH: usize = 1024;
 /// Most bytes of keys and values in one Raft entry (a single larger command still goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Batches proposed and not yet applied, at most.
-pub const MAX_IN_FLIGHT: usize = 2;
+/// Batches proposed and not yet applied, at most (see the module docs).
+pub const MAX_IN_FLIGHT: usize = 1;
 /// Most commands a follower forwards to the leader in one call.
 pub const MAX_FORWARD: usize = 256;
 /// Forwarding calls from one follower outstanding at once.
@@ -491,7 +494,7 @@ async fn leaders_read_index(
 async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        // Take a slot first: while both slots are busy, proposals pile up into the next batch.
+        // Take a slot first: while none is free, proposals pile up into the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
