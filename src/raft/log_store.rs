@@ -29,8 +29,8 @@
 //! append to be flushed before it does anything else, and Raft runs on a runtime of its own
 //! (`server`), so blocking there costs nothing that waiting would not; handing the write to
 //! another thread and back (measured) cost two thread wake-ups per write.
-//! * **No holes.** Entries are kept contiguous in memory and on replay; an open that finds a
-//!   gap between the purge point and the first entry fails with a clear error.
+//! * **No holes.** openraft appends contiguously and truncates before it overwrites; an open
+//!   that finds a gap between the purge point and the last entry fails with a clear error.
 //! * **A failed write stops the node.** After an I/O error the WAL refuses every later write;
 //!   the error is reported to openraft (which stops) and through [`LogStore::failure`] to the
 //!   server, which exits. Nothing is acknowledged after it.
@@ -79,7 +79,7 @@ struct Slot {
     size: u32,
 }
 
-/// The in-memory state shared by the store, its readers and the writer thread.
+/// The in-memory state shared by the store, its readers and the writer.
 #[derive(Default)]
 struct State {
     vote: Option<Vote<NodeId>>,
@@ -100,7 +100,9 @@ impl State {
 
     /// Adds an entry at `log_id.index`, replacing that index and everything after it.
     fn push(&mut self, log_id: LogId<NodeId>, entry: Option<RaftEntry>, size: u32) {
-        self.truncate(log_id.index);
+        if self.last_index().is_some_and(|last| log_id.index <= last) {
+            self.truncate(log_id.index);
+        }
         if entry.is_some() {
             self.cached_bytes += size as usize;
         }
