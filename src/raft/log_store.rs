@@ -475,10 +475,7 @@ impl Writer {
             below = Some(no + 1);
         }
         if let Some(below) = below {
-            if let Err(e) = self.wal.remove_segments_below(below) {
-                // Harmless for correctness (an old segment stays and is read again on open).
-                tracing::warn!(error = %e, "could not remove purged log segments");
-            }
+            self.wal.remove_segments_below(below);
             self.seg_max.retain(|&no, _| no >= below);
         }
         Ok(())

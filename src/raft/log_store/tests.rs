@@ -1,4 +1,6 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::{RaftLogReaderExt, RaftLogStorageExt};
 use openraft::testing::{StoreBuilder, Suite};
@@ -204,11 +206,12 @@ async fn purging_removes_old_segments_and_keeps_the_vote() {
         let before = segments(dir.path()).len();
         assert!(before > 4, "{before}");
         store.purge(log_id(1, 949)).await.unwrap();
-        let after = segments(dir.path());
-        assert!(after.len() <= 2, "{after:?}");
-        // The segment that held the vote record is gone; the checkpoints carry it.
-        assert!(!after[0].ends_with(super::super::wal::segment::file_name(0)));
     }
+    // Closing the log waits for the removal.
+    let after = segments(dir.path());
+    assert!(after.len() <= 2, "{after:?}");
+    // The segment that held the vote record is gone; the checkpoints carry it.
+    assert!(!after[0].ends_with(super::super::wal::segment::file_name(0)));
     let mut store = open(dir.path());
     assert_eq!(store.read_vote().await.unwrap(), Some(vote));
     let state = store.get_log_state().await.unwrap();
@@ -345,5 +348,157 @@ fn entries_survive_process_abort() {
         );
         let entries = store.get_log_entries(0..=100).await.unwrap();
         assert_eq!(entries.last(), Some(&put(7, 100)));
+    });
+}
+
+/// No network: a single member never calls it.
+struct NoNetwork;
+
+impl openraft::network::RaftNetworkFactory<TypeConfig> for NoNetwork {
+    type Network = NoNetwork;
+    async fn new_client(&mut self, _: NodeId, _: &crate::raft::types::Member) -> NoNetwork {
+        NoNetwork
+    }
+}
+
+fn unreachable_peer<E: std::error::Error>()
+-> openraft::error::RPCError<NodeId, crate::raft::types::Member, E> {
+    openraft::error::RPCError::Unreachable(openraft::error::Unreachable::new(&io::Error::other(
+        "no network in this test",
+    )))
+}
+
+impl openraft::network::RaftNetwork<TypeConfig> for NoNetwork {
+    async fn append_entries(
+        &mut self,
+        _: openraft::raft::AppendEntriesRequest<TypeConfig>,
+        _: openraft::network::RPCOption,
+    ) -> Result<
+        openraft::raft::AppendEntriesResponse<NodeId>,
+        openraft::error::RPCError<
+            NodeId,
+            crate::raft::types::Member,
+            openraft::error::RaftError<NodeId>,
+        >,
+    > {
+        Err(unreachable_peer())
+    }
+
+    async fn vote(
+        &mut self,
+        _: openraft::raft::VoteRequest<NodeId>,
+        _: openraft::network::RPCOption,
+    ) -> Result<
+        openraft::raft::VoteResponse<NodeId>,
+        openraft::error::RPCError<
+            NodeId,
+            crate::raft::types::Member,
+            openraft::error::RaftError<NodeId>,
+        >,
+    > {
+        Err(unreachable_peer())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+        _: openraft::network::RPCOption,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<NodeId>,
+        openraft::error::RPCError<
+            NodeId,
+            crate::raft::types::Member,
+            openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
+        >,
+    > {
+        Err(unreachable_peer())
+    }
+}
+
+fn set(key: &str) -> Batch {
+    Batch {
+        at: 1,
+        cmds: vec![Command::Set {
+            key: key.into(),
+            value: Some("v".into()),
+            expire_at: None,
+            refresh: false,
+        }],
+    }
+}
+
+/// The whole path: a single-member Raft on the log store. After a failed sync the write is
+/// not acknowledged, Raft stops, no later write is acknowledged, and what was acknowledged
+/// before is still there after a restart.
+#[test]
+fn a_failed_sync_stops_raft_and_nothing_after_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = |dir: PathBuf| async move {
+        let disk = Disk::open(&dir.join("etcd.redb")).unwrap();
+        let (sm, shared) = StateMachine::open(disk, 100, 10_000).unwrap();
+        let log = LogStore::open(&dir.join("wal"), SMALL).unwrap();
+        let config = Arc::new(openraft::Config::default().validate().unwrap());
+        let raft = crate::raft::types::Raft::new(1, config, NoNetwork, log.clone(), sm)
+            .await
+            .unwrap();
+        (raft, log, shared)
+    };
+    rt.block_on(async {
+        let (raft, log, shared) = start(dir.path().to_path_buf()).await;
+        let me = crate::raft::types::Member {
+            name: "n".into(),
+            peer_url: "http://127.0.0.1:1".into(),
+            client_url: String::new(),
+        };
+        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
+        raft.wait(Some(std::time::Duration::from_secs(5)))
+            .current_leader(1, "leader")
+            .await
+            .unwrap();
+        let ok = raft.client_write(set("/acked")).await.unwrap();
+        assert!(ok.data.0[0].is_ok());
+
+        let mut failure = log.failure();
+        log.writer().wal.inject_failure = Some(io::ErrorKind::Other);
+        let lost = raft.client_write(set("/lost")).await;
+        assert!(
+            lost.is_err(),
+            "a write whose sync failed was acknowledged: {lost:?}"
+        );
+        failure.wait_for(|f| f.is_some()).await.unwrap();
+        let later = raft.client_write(set("/later")).await;
+        assert!(
+            later.is_err(),
+            "a write after the failure was acknowledged: {later:?}"
+        );
+        assert!(shared.read().store.peek_value("/lost").is_none());
+        let _ = raft.shutdown().await;
+    });
+    drop(rt);
+
+    // The failed frame reached the page cache (as on a real failure it may or may not have
+    // reached the disk): either way the acknowledged write is there after a restart.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (raft, _log, shared) = start(dir.path().to_path_buf()).await;
+        raft.wait(Some(std::time::Duration::from_secs(5)))
+            .current_leader(1, "leader again")
+            .await
+            .unwrap();
+        raft.client_write(set("/after")).await.unwrap();
+        {
+            let d = shared.read();
+            assert_eq!(d.store.peek_value("/acked").as_deref(), Some("v"));
+            assert!(d.store.peek_value("/later").is_none());
+        }
+        let _ = raft.shutdown().await;
     });
 }

@@ -140,6 +140,8 @@ pub struct Wal {
     spare: Option<Spare>,
     /// Tells the preparing thread to stop (the log is closing).
     cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread deleting purged segments, if one runs.
+    remover: Option<JoinHandle<()>>,
     failed: Option<String>,
     buf: Vec<u8>,
     /// Tests: make the next write fail as a failing disk would.
@@ -273,6 +275,7 @@ impl Wal {
             next_seq: next_seq.unwrap_or(0),
             spare: None,
             cancel: Default::default(),
+            remover: None,
             failed: None,
             buf: Vec::new(),
             #[cfg(test)]
@@ -301,6 +304,7 @@ impl Wal {
             next_seq: 0,
             spare: None,
             cancel: Default::default(),
+            remover: None,
             failed: None,
             buf: Vec::new(),
             #[cfg(test)]
@@ -458,26 +462,52 @@ impl Wal {
         self.spare = spawned.ok();
     }
 
-    /// Removes every segment numbered below `no` (never the active one), lowest first.
-    /// Blocking.
-    pub fn remove_segments_below(&mut self, no: u64) -> Result<(), WalError> {
+    /// Removes every segment numbered below `no` (never the active one), lowest first. The
+    /// log stops reading them at once; the files are deleted on another thread (unlinking 64
+    /// MiB and syncing the directory took long enough to stall writes), which the next removal
+    /// and closing the log wait for. A crash before they are gone leaves a prefix of them, which
+    /// the next open reads again and the next removal deletes.
+    pub fn remove_segments_below(&mut self, no: u64) {
         let no = no.min(self.active_no);
         let doomed: Vec<u64> = {
-            let files = self.files.read().unwrap_or_else(|e| e.into_inner());
-            files.range(..no).map(|(n, _)| *n).collect()
+            let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
+            let doomed: Vec<u64> = files.range(..no).map(|(n, _)| *n).collect();
+            for n in &doomed {
+                files.remove(n);
+            }
+            doomed
         };
         if doomed.is_empty() {
-            return Ok(());
+            return;
         }
-        for n in doomed {
-            let path = self.dir.join(segment::file_name(n));
-            std::fs::remove_file(&path).map_err(|e| io_err(&path, "remove", e))?;
-            self.files
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&n);
+        if let Some(h) = self.remover.take() {
+            let _ = h.join();
         }
-        sync_dir(&self.dir)
+        let dir = self.dir.clone();
+        let remove = move || {
+            for n in doomed {
+                let path = dir.join(segment::file_name(n));
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    // Harmless for correctness: read again on open, removed next time.
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a purged log segment");
+                    return;
+                }
+            }
+            if let Err(e) = sync_dir(&dir) {
+                tracing::warn!(error = %e, "could not sync the log directory");
+            }
+        };
+        match std::thread::Builder::new()
+            .name("wal-remove".into())
+            .spawn(remove)
+        {
+            Ok(h) => self.remover = Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to remove purged log segments")
+            }
+        }
     }
 
     /// The segments that exist, lowest first.
@@ -497,6 +527,9 @@ impl Drop for Wal {
         self.cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.spare.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.remover.take() {
             let _ = h.join();
         }
     }
