@@ -264,23 +264,8 @@ impl Wal {
                 why: "missing segment (the one before it is sealed)".into(),
             });
         }
-        let wal = Wal {
-            dir: dir.to_path_buf(),
-            opts,
-            files: Arc::new(RwLock::new(files)),
-            active_no,
-            active,
-            salt,
-            end: end.at(),
-            next_seq: next_seq.unwrap_or(0),
-            spare: None,
-            cancel: Default::default(),
-            remover: None,
-            failed: None,
-            buf: Vec::new(),
-            #[cfg(test)]
-            inject_failure: None,
-        };
+        let mut wal = Wal::at(dir, opts, files, (active_no, active, salt), end.at());
+        wal.next_seq = next_seq.unwrap_or(0);
         Ok(wal)
     }
 
@@ -293,14 +278,32 @@ impl Wal {
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename", e))?;
         sync_dir(dir)?;
         let file = Arc::new(file);
-        let wal = Wal {
+        let files = BTreeMap::from([(0, file.clone())]);
+        Ok(Wal::at(
+            dir,
+            opts,
+            files,
+            (0, file, salt),
+            segment::HEADER_LEN,
+        ))
+    }
+
+    /// A log whose next frame goes to `end` in the active segment `(number, file, salt)`.
+    fn at(
+        dir: &Path,
+        opts: Options,
+        files: BTreeMap<u64, Arc<File>>,
+        (active_no, active, salt): (u64, Arc<File>, u64),
+        end: u64,
+    ) -> Wal {
+        Wal {
             dir: dir.to_path_buf(),
             opts,
-            files: Arc::new(RwLock::new(BTreeMap::from([(0, file.clone())]))),
-            active_no: 0,
-            active: file,
+            files: Arc::new(RwLock::new(files)),
+            active_no,
+            active,
             salt,
-            end: segment::HEADER_LEN,
+            end,
             next_seq: 0,
             spare: None,
             cancel: Default::default(),
@@ -309,8 +312,7 @@ impl Wal {
             buf: Vec::new(),
             #[cfg(test)]
             inject_failure: None,
-        };
-        Ok(wal)
+        }
     }
 
     /// A reader for payloads written so far and later.
