@@ -295,7 +295,7 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry<TypeConfig>) {
             e.u8(NORMAL);
             e.fixed64(batch.at as u64);
             e.varint(batch.cmds.len() as u64);
-            for c in &batch.cmds {
+            for c in batch.cmds.iter() {
                 encode_command(&mut e, c);
             }
         }
@@ -320,7 +320,10 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, CodecError> {
             for _ in 0..n {
                 cmds.push(decode_command(&mut d)?);
             }
-            EntryPayload::Normal(Batch { at, cmds })
+            EntryPayload::Normal(Batch {
+                at,
+                cmds: cmds.into(),
+            })
         }
         MEMBERSHIP => EntryPayload::Membership(d.json("membership")?),
         t => return err(format!("unknown entry kind {t}")),
@@ -600,7 +603,7 @@ mod tests {
                 log_id: id(u64::MAX, u64::MAX),
                 payload: EntryPayload::Normal(Batch {
                     at: 1_765_000_000_000_000_000,
-                    cmds: every_command(),
+                    cmds: every_command().into(),
                 }),
             },
             Entry {
@@ -631,7 +634,8 @@ mod tests {
                     value: Some("x".repeat(100)),
                     expire_at: None,
                     refresh: false,
-                }],
+                }]
+                .into(),
             }),
         };
         let mut buf = Vec::new();

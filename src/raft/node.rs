@@ -518,7 +518,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 PROPOSAL_TIMEOUT,
                 raft.client_write(Batch {
                     at: crate::api::now_nanos(),
-                    cmds,
+                    cmds: cmds.into(),
                 }),
             )
             .await

@@ -53,7 +53,8 @@ fn put(term: u64, index: u64) -> RaftEntry {
                 value: Some(format!("value {index} ").repeat(20)),
                 expire_at: None,
                 refresh: false,
-            }],
+            }]
+            .into(),
         }),
     }
 }
@@ -423,7 +424,8 @@ fn set(key: &str) -> Batch {
             value: Some("v".into()),
             expire_at: None,
             refresh: false,
-        }],
+        }]
+        .into(),
     }
 }
 
