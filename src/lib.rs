@@ -1,5 +1,5 @@
 //! etcd: a drop-in replacement for the legacy etcd server (the v1 API of etcd v0.1 and the
-//! v2 keys API of etcd 2.x) built on openraft and redb.
+//! v2 keys API of etcd 2.x) built on openraft, a write-ahead log of its own, and redb.
 //!
 //! How one write travels (see `docs/architecture.md`):
 //!
@@ -7,7 +7,7 @@
 //! client --HTTP--> api::v1               parse and validate -> Command (absolute times inside)
 //!                  raft::node            coalesce concurrent commands into one batch entry
 //!                  openraft              replicate; commit when a quorum has it
-//!                  raft::log_store       append the whole batch in one redb transaction, fsync
+//!                  raft::log_store       append the whole batch as one WAL frame (raft::wal), fsync
 //!                  raft::state_machine   Command::apply(&mut Store), in log order
 //!                  store                 mutate the tree, bump the index, record the event,
 //!                                        wake watchers
@@ -23,6 +23,7 @@ pub mod command;
 pub mod config;
 pub mod data_dir;
 pub mod error;
+pub mod log_filter;
 pub mod metrics;
 pub mod raft;
 pub mod server;

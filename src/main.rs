@@ -78,13 +78,19 @@ fn init_logging(verbosity: u8) {
         1 => "info,openraft=warn",
         _ => "debug,openraft=info,hyper=info",
     };
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(etcd::log_filter::Repeats::default());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
         .init();
 }
 

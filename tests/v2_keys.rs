@@ -1759,6 +1759,44 @@ fn large_values_and_the_body_limit() {
     assert_eq!(cur(a), i);
 }
 
+/// Sends `raw` on a fresh connection, closes the sending side, returns the whole answer.
+fn send_and_close(addr: &str, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(raw).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_body_cut_short_is_a_bad_request_not_too_large() {
+    let n = Node::start("node0");
+    let a = &n.client;
+    let before = cur(a);
+    // A Content-Length longer than what comes.
+    let answer = send_and_close(
+        a,
+        b"PUT /v2/keys/short HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nvalue=abc",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("\"errorCode\":210"), "{answer}");
+    // A chunked body with a broken chunk size.
+    let answer = send_and_close(
+        a,
+        b"PUT /v2/keys/short HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nvalue=abc\r\nZZ\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("\"errorCode\":210"), "{answer}");
+    // Nothing was written, and the node goes on serving.
+    assert_eq!(getk(a, "/short").status, 404);
+    assert_eq!(cur(a), before);
+    assert_eq!(put(a, "/short", &[("value", "ok")]).status, 201);
+}
+
 // ---------------------------------------------------------------------------------------
 // TTL
 

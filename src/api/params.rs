@@ -114,9 +114,28 @@ pub async fn read_form(req: Request) -> Result<Form, Response> {
 
 /// Read a whole body, at most [`MAX_BODY`] bytes.
 pub async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
-    to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| response::too_large(MAX_BODY))
+    to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if over_limit(&e) {
+            response::too_large(MAX_BODY)
+        } else {
+            // Cut short (a Content-Length longer than what came, a broken chunked body):
+            // a malformed request, etcd's "Invalid POST form" with 400.
+            let e = EtcdError::new(Code::InvalidForm, format!("cannot read the body: {e}"), 0);
+            crate::api::v2::error(&e)
+        }
+    })
+}
+
+/// Did reading a body fail because it is larger than allowed?
+fn over_limit(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Percent-decode the key part of a URL path strictly: a `%` must start a valid escape and

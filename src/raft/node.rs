@@ -209,7 +209,14 @@ impl RaftNode {
         let (tx, rx) = oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
         enqueue(&self.queue, Pending::new(cmd, tx), left).await?;
-        rx.await.unwrap_or_else(|_| Err(shutting_down()))
+        // One deadline for the whole wait, queue included.
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(answer) => {
+                answer.unwrap_or_else(|_| Err(unknown_outcome("the node is shutting down")))
+            }
+            Err(_) => Err(unknown_outcome("the proposal timed out (no quorum?)")),
+        }
     }
 
     /// Leader only: propose commands forwarded by a follower, in their order, each with its
@@ -259,11 +266,7 @@ impl RaftNode {
             Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down()))?,
             // Perhaps sent, outcome unknown: do not risk applying it twice. (If it is still
             // queued here, the forwarder drops it: this caller is gone.)
-            Err(_) => {
-                return Err(ProposeError::Failed(EtcdError::raft(
-                    "forwarding to the leader timed out",
-                )));
-            }
+            Err(_) => return Err(unknown_outcome("forwarding to the leader timed out")),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = self
@@ -542,9 +545,8 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 }
                 Err(_) => {
                     for tx in txs {
-                        let _ = tx.send(Err(ProposeError::Failed(EtcdError::raft(
-                            "proposal timed out (no quorum?)",
-                        ))));
+                        let _ =
+                            tx.send(Err(unknown_outcome("the proposal timed out (no quorum?)")));
                     }
                 }
             }
@@ -613,16 +615,16 @@ async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Rec
                         .await;
                     match answer {
                         Ok(rs) if rs.len() == n => rs,
-                        Ok(rs) => all(ProposeError::Failed(EtcdError::raft(format!(
+                        Ok(rs) => all(unknown_outcome(format!(
                             "the leader answered {} of {n} forwarded writes",
                             rs.len()
-                        )))),
+                        ))),
                         // Never reached the leader: safe to try again once a leader is known.
                         Err(CallError::Connect(..)) => all(ProposeError::NotLeader),
                         // Sent, outcome unknown: do not risk applying them twice.
-                        Err(e) => all(ProposeError::Failed(EtcdError::raft(format!(
+                        Err(e) => all(unknown_outcome(format!(
                             "forwarding to the leader failed: {e}"
-                        )))),
+                        ))),
                     }
                 }
                 None => all(ProposeError::NotLeader),
@@ -663,6 +665,15 @@ fn shutting_down() -> ProposeError {
     ProposeError::Failed(EtcdError::raft("node is shutting down"))
 }
 
+/// Error 300 for a write that may have been applied (sent or proposed, then no answer): the
+/// cause says so, so a client knows to check (or retry with `prevValue`/`prevIndex`) rather
+/// than assume it failed. Errors without these words were never proposed.
+fn unknown_outcome(why: impl std::fmt::Display) -> ProposeError {
+    ProposeError::Failed(EtcdError::raft(format!(
+        "{why}; the write may or may not have been applied"
+    )))
+}
+
 /// A failed `client_write`. Never [`ProposeError::NotLeader`]: openraft 0.9 answers
 /// `ForwardToLeader` both when it refuses the entry up front and when the entry *was* appended
 /// and then cut from this node's log by a newer leader (`DeleteConflictLog`). In the second
@@ -673,11 +684,9 @@ fn shutting_down() -> ProposeError {
 fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            ProposeError::Failed(EtcdError::raft(
-                "leadership changed while the write was in flight; it may or may not have been applied",
-            ))
+            unknown_outcome("leadership changed while the write was in flight")
         }
-        other => ProposeError::Failed(EtcdError::raft(other.to_string())),
+        other => unknown_outcome(other),
     }
 }
 
