@@ -374,11 +374,17 @@ impl Store {
         prev_value: Option<&str>,
         prev_index: Option<u64>,
     ) -> Result<Event, EtcdError> {
+        // etcd's compare-and-delete has no read-only guard: it finds the root, a directory,
+        // and answers 102 with its internal root path as the cause, which the v2 layer trims
+        // to nothing.
+        if key == "/" {
+            return Err(EtcdError::new(Code::NotFile, "", self.index));
+        }
         self.compared_key(key, prev_value, prev_index)?;
         Ok(self.remove(key, Action::CompareAndDelete))
     }
 
-    /// The checks a compare-and-swap and a compare-and-delete share: not the root, an
+    /// The checks a compare-and-swap and a compare-and-delete share: not the root (107), an
     /// existing key (not a directory), and the given conditions hold. Returns the key's view.
     fn compared_key(
         &self,
