@@ -243,7 +243,9 @@ fn refresh_keeps_value_and_is_not_delivered() {
     );
     assert!(w.rx.try_recv().is_err(), "refresh must not wake watchers");
     assert_eq!(st.next_expiry(), Some(T0 + 100 * S));
-    let e = st.set("/t", None, Some(T0 + 200 * S), true).unwrap();
+    let e = st
+        .set("/t", Some(String::new()), Some(T0 + 200 * S), true)
+        .unwrap();
     assert_eq!(
         (e.node.value.as_deref(), e.node.created_index),
         (Some("v"), 3)

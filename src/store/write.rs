@@ -34,7 +34,8 @@ impl Store {
     }
 
     /// Set a key (or, with `value: None`, make a directory), replacing any key there.
-    /// `refresh` keeps the value and only resets the TTL (not shown to watchers).
+    /// `refresh` keeps the value (any given one is ignored) and resets the TTL; the event is
+    /// not shown to watchers.
     pub fn set(
         &mut self,
         key: &str,
@@ -61,9 +62,11 @@ impl Store {
             Err(e) if e.code == Code::KeyNotFound && !refresh => Err(e),
             Err(e) => return Err(e),
         };
+        // A refresh keeps the value, but whether the node is a directory is still the
+        // request's to say, as in etcd (`Set(path, dir, n.Value, ...)`): `dir=true&refresh`
+        // on a key replaces it with a directory. On a directory either way is 102.
         let value = match (&prev, refresh) {
-            (Ok(p), true) if p.dir => None,
-            (Ok(p), true) => p.value.clone(),
+            (Ok(p), true) => value.map(|_| p.value.clone().unwrap_or_default()),
             _ => value,
         };
         let mut ev = self.create_node(key, value, expire_at, true, Action::Set)?;
