@@ -9,7 +9,10 @@
 //!   the earliest expiry time;
 //! * the index;
 //! * the history the store holds (its events, oldest first), and what a watch from a past
-//!   index finds in it (`Watch` steps: one-shot and stream, 401 when the index is cleared).
+//!   index finds in it (`Watch` steps: one-shot and stream, 401 when the index is cleared);
+//! * what every live watcher (`LiveWatch` steps: exact or recursive, one-shot or stream,
+//!   showing hidden keys or not) was sent, whether its channel is closed, and the number of
+//!   watchers the store counts.
 //!
 //! `Snapshot` steps encode and decode `store.snapshot()`, restore it into a fresh store and
 //! compare; sometimes the fresh store carries on in place of the old one. Every snapshot
@@ -30,9 +33,11 @@ use std::fmt;
 
 use etcd::error::{Code, EtcdError};
 use etcd::store::event::v2_event_json;
+use etcd::store::watch::Watcher;
 use etcd::store::{Action, Event, NodeView, OnCleared, Store, StoreSnapshot};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use tokio::sync::mpsc::error::TryRecvError;
 
 const S: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -181,8 +186,16 @@ enum Op {
         stream: bool,
         since: Since,
     },
-    /// Snapshot round trip; with `adopt`, the restored store carries on instead of the old.
+    /// Snapshot round trip; with `adopt`, the restored store carries on instead of the old
+    /// (and every live watcher's channel closes).
     Snapshot { adopt: bool },
+    /// A live watcher from now on (what it is sent is checked after every step).
+    LiveWatch {
+        key: Key,
+        recursive: bool,
+        stream: bool,
+        show_hidden: bool,
+    },
 }
 
 fn key() -> impl Strategy<Value = Key> {
@@ -251,6 +264,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (watch_key(), any::<bool>(), any::<bool>(), since())
             .prop_map(|(key, recursive, stream, since)| Op::Watch { key, recursive, stream, since }),
         1 => any::<bool>().prop_map(|adopt| Op::Snapshot { adopt }),
+        2 => (key(), prop::bool::weighted(0.7), any::<bool>(), prop::bool::weighted(0.3))
+            .prop_map(|(key, recursive, stream, show_hidden)| Op::LiveWatch {
+                key, recursive, stream, show_hidden,
+            }),
     ]
 }
 
@@ -274,6 +291,44 @@ struct Model {
     index: u64,
     /// Every event ever; the store holds the last `HISTORY`.
     events: Vec<Event>,
+    /// The paths the write being made removed (for the watchers at them).
+    removed: Vec<String>,
+    /// Live watchers, in the order they were made.
+    watchers: Vec<MWatcher>,
+}
+
+/// A live watcher and what it must have been sent.
+#[derive(Debug, Clone)]
+struct MWatcher {
+    key: String,
+    recursive: bool,
+    stream: bool,
+    show_hidden: bool,
+    /// Sent, not yet read.
+    pending: Vec<Event>,
+    /// Its channel is closed (a one-shot watcher that fired, or a store that was replaced).
+    closed: bool,
+}
+
+impl MWatcher {
+    /// etcd's rules: a watcher at the event's key always hears it; one at an ancestor only
+    /// when recursive and nothing below it on the way is hidden (unless it shows hidden
+    /// keys); one at a path a removal took away always hears it.
+    fn wants(&self, ev: &Event, removed: &[String]) -> bool {
+        let k = ev.node.key.as_str();
+        if self.key == k || removed.contains(&self.key) {
+            return true;
+        }
+        if !self.recursive || !under(k, &self.key) {
+            return false;
+        }
+        let below = if self.key == "/" {
+            k
+        } else {
+            &k[self.key.len()..]
+        };
+        self.show_hidden || !below.split('/').any(|seg| seg.starts_with('_'))
+    }
 }
 
 /// `/a/b` -> `/a`; `/a` -> `/`.
@@ -426,10 +481,20 @@ impl Model {
         ev.at = now;
         self.index += 1;
         self.events.push(ev.clone());
+        let removed = std::mem::take(&mut self.removed);
+        if !ev.refresh {
+            for w in self.watchers.iter_mut().filter(|w| !w.closed) {
+                if w.wants(&ev, &removed) {
+                    w.pending.push(ev.clone());
+                    w.closed = !w.stream;
+                }
+            }
+        }
         ev
     }
 
     fn remove_subtree(&mut self, p: &str) {
+        self.removed = self.nodes.keys().filter(|k| under(k, p)).cloned().collect();
         self.nodes.retain(|k, _| !under(k, p));
     }
 
@@ -757,6 +822,8 @@ struct Run {
     model: Model,
     now: i64,
     taken: Vec<Taken>,
+    /// The live watchers, as `model.watchers`.
+    live: Vec<Watcher>,
     trace: Vec<String>,
 }
 
@@ -786,6 +853,7 @@ impl Run {
             model: Model::default(),
             now: T0,
             taken: Vec::new(),
+            live: Vec::new(),
             trace: Vec::new(),
         }
     }
@@ -881,7 +949,8 @@ impl Run {
             | Op::Delete { key, .. }
             | Op::Cad { key, .. }
             | Op::Get { key, .. }
-            | Op::Watch { key, .. } => self.resolve(key),
+            | Op::Watch { key, .. }
+            | Op::LiveWatch { key, .. } => self.resolve(key),
             Op::Expire { .. } | Op::Tick { .. } | Op::Snapshot { .. } => Default::default(),
         };
         self.store.set_write_time(now);
@@ -1067,13 +1136,65 @@ impl Run {
                 ));
                 self.same("the watch from history", &got, &want)?;
             }
+            Op::LiveWatch {
+                key: _,
+                recursive,
+                stream,
+                show_hidden,
+            } => {
+                self.trace.push(format!(
+                    "live watch #{} ({raw:?}, recursive={recursive}, stream={stream}, \
+                     show_hidden={show_hidden})",
+                    self.live.len()
+                ));
+                let w = self
+                    .store
+                    .watch(&raw, recursive, stream, None, show_hidden, OnCleared::Error)
+                    .map_err(|e| self.fail("a live watch", &e, &"a watcher"))?;
+                self.live.push(w);
+                self.model.watchers.push(MWatcher {
+                    key: clean,
+                    recursive,
+                    stream,
+                    show_hidden,
+                    pending: Vec::new(),
+                    closed: false,
+                });
+            }
             Op::Snapshot { adopt } => {
                 self.trace
                     .push(format!("snapshot round trip (adopt={adopt})"));
                 self.snapshot(adopt)?;
             }
         }
+        self.check_watchers()?;
         self.check_state()
+    }
+
+    /// What every live watcher was sent since the last step, and whether it is closed.
+    fn check_watchers(&mut self) -> Result<(), TestCaseError> {
+        for (i, (w, m)) in self
+            .live
+            .iter_mut()
+            .zip(&mut self.model.watchers)
+            .enumerate()
+        {
+            let mut got = Vec::new();
+            let closed = loop {
+                match w.rx.try_recv() {
+                    Ok(ev) => got.push((*ev).clone()),
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
+                }
+            };
+            let want = (std::mem::take(&mut m.pending), m.closed);
+            if (&got, closed) != (&want.0, want.1) {
+                let what = format!("live watcher #{i}: events and closed");
+                return Err(self.fail(&what, &(got, closed), &want));
+            }
+        }
+        let open = self.model.watchers.iter().filter(|w| !w.closed).count();
+        self.same("the watcher count", &self.store.watcher_count(), &open)
     }
 
     /// The whole visible state, store against model.
@@ -1150,6 +1271,9 @@ impl Run {
         });
         if adopt {
             self.store = fresh;
+            for w in &mut self.model.watchers {
+                w.closed = true;
+            }
         }
         self.check_taken()
     }
