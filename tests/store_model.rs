@@ -7,7 +7,8 @@
 //!   error (code, cause, index and the current value v1 renders);
 //! * the whole tree (a recursive listing with hidden keys, and its JSON), the node count and
 //!   the earliest expiry time;
-//! * the index;
+//! * the index, and the write counters of `/v2/stats/store` (etcd's accounting, quirks
+//!   included);
 //! * the history the store holds (its events, oldest first), and what a watch from a past
 //!   index finds in it (`Watch` steps: one-shot and stream, 401 when the index is cleared);
 //! * what every live watcher (`LiveWatch` steps: exact or recursive, one-shot or stream,
@@ -34,7 +35,7 @@ use std::fmt;
 use etcd::error::{Code, EtcdError};
 use etcd::store::event::v2_event_json;
 use etcd::store::watch::Watcher;
-use etcd::store::{Action, Event, NodeView, OnCleared, Store, StoreSnapshot};
+use etcd::store::{Action, Event, NodeView, OnCleared, StatsSnapshot, Store, StoreSnapshot};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -295,6 +296,18 @@ struct Model {
     removed: Vec<String>,
     /// Live watchers, in the order they were made.
     watchers: Vec<MWatcher>,
+    /// The write counters of `/v2/stats/store` (reads are not modelled).
+    stats: StatsSnapshot,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Set,
+    Create,
+    Update,
+    Cas,
+    Delete,
+    Cad,
 }
 
 /// A live watcher and what it must have been sent.
@@ -408,6 +421,47 @@ fn event(action: Action, node: NodeView, prev: Option<NodeView>, refresh: bool) 
 }
 
 impl Model {
+    /// Count a write the way etcd 3.4's `/v2/stats/store` does (measured on etcd 3.4.23):
+    /// some refusals count as successes - update of the root or of a directory with a
+    /// value; compare-and-swap and delete of the root; compare-and-delete of the root or a
+    /// directory, or a failed compare - and a create that runs into a key on its way
+    /// counts as a failed set as well.
+    fn count(&mut self, w: Write, res: &Result<Event, EtcdError>) {
+        let code = res.as_ref().err().map(|e| e.code);
+        let st = &mut self.stats;
+        let as_success = |codes: &[Code]| code.is_none_or(|c| codes.contains(&c));
+        let (ok, success, fail) = match w {
+            Write::Set => (code.is_none(), &mut st.sets_success, &mut st.sets_fail),
+            Write::Create => {
+                if code == Some(Code::NotDir) {
+                    st.sets_fail += 1;
+                }
+                (code.is_none(), &mut st.create_success, &mut st.create_fail)
+            }
+            Write::Update => (
+                as_success(&[Code::RootReadOnly, Code::NotFile]),
+                &mut st.update_success,
+                &mut st.update_fail,
+            ),
+            Write::Cas => (
+                as_success(&[Code::RootReadOnly]),
+                &mut st.compare_and_swap_success,
+                &mut st.compare_and_swap_fail,
+            ),
+            Write::Delete => (
+                as_success(&[Code::RootReadOnly]),
+                &mut st.delete_success,
+                &mut st.delete_fail,
+            ),
+            Write::Cad => (
+                as_success(&[Code::NotFile, Code::TestFailed]),
+                &mut st.compare_and_delete_success,
+                &mut st.compare_and_delete_fail,
+            ),
+        };
+        *if ok { success } else { fail } += 1;
+    }
+
     fn err(&self, code: Code, cause: impl Into<String>) -> EtcdError {
         EtcdError::new(code, cause, self.index)
     }
@@ -897,10 +951,12 @@ impl Run {
 
     fn answer(
         &mut self,
+        w: Write,
         call: String,
         got: Result<Event, EtcdError>,
         want: Result<Event, EtcdError>,
     ) -> Result<(), TestCaseError> {
+        self.model.count(w, &want);
         self.trace
             .push(format!("{call} -> {}", render(&got, self.now).trim_end()));
         self.same("the answer", &got, &want)?;
@@ -969,7 +1025,7 @@ impl Run {
                 );
                 let got = self.store.set(raw.as_str(), value.clone(), at, refresh);
                 let want = self.model.set(clean.as_str(), value, at, refresh, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Set, call, got, want)?;
             }
             Op::Create {
                 key: _,
@@ -985,7 +1041,7 @@ impl Run {
                 );
                 let got = self.store.create(raw.as_str(), value.clone(), at, unique);
                 let want = self.model.create(clean.as_str(), value, at, unique, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Create, call, got, want)?;
             }
             Op::Update {
                 key: _,
@@ -1005,7 +1061,7 @@ impl Run {
                 let want = self
                     .model
                     .update(clean.as_str(), value.s().into(), at, refresh, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Update, call, got, want)?;
             }
             Op::Cas {
                 key: _,
@@ -1034,7 +1090,7 @@ impl Run {
                 let want =
                     self.model
                         .cas(clean.as_str(), pv, pi, value.s().into(), at, refresh, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Cas, call, got, want)?;
             }
             Op::Delete {
                 key: _,
@@ -1047,7 +1103,7 @@ impl Run {
                 );
                 let got = self.store.delete(raw.as_str(), dir, recursive);
                 let want = self.model.delete(clean.as_str(), dir, recursive, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Delete, call, got, want)?;
             }
             Op::Cad {
                 key: _,
@@ -1059,7 +1115,7 @@ impl Run {
                 let call = format!("compare_and_delete({:?}, {pv:?}, {pi:?})", raw.as_str());
                 let got = self.store.compare_and_delete(raw.as_str(), pv, pi);
                 let want = self.model.cad(clean.as_str(), pv, pi, now);
-                self.answer(call, got, want)?;
+                self.answer(Write::Cad, call, got, want)?;
             }
             Op::Expire { advance_ms } | Op::Tick { advance_ms } => {
                 self.now += i64::from(advance_ms) * MS;
@@ -1068,6 +1124,7 @@ impl Run {
                     self.store.set_write_time(now);
                     let got = self.store.expire(now);
                     let want = self.model.expire(now);
+                    self.model.stats.expire_count += want.len() as u64;
                     let keys: Vec<_> = got.iter().map(|e| e.node.key.as_str()).collect();
                     self.trace.push(format!(
                         "expire(now = T0 + {}ms) -> {keys:?}",
@@ -1200,6 +1257,9 @@ impl Run {
     /// The whole visible state, store against model.
     fn check_state(&self) -> Result<(), TestCaseError> {
         self.same("the index", &self.store.index(), &self.model.index)?;
+        let mut stats = self.store.stats();
+        (stats.gets_success, stats.gets_fail, stats.watchers) = (0, 0, 0);
+        self.same("the write counters", &stats, &self.model.stats)?;
         let tree = self.store.get("/", true, true);
         let want = self.model.listing("/", true, true);
         self.same("the tree", &tree, &Ok(want.clone()))?;
