@@ -114,6 +114,8 @@ enum Ttl {
     Ms(u16),
     /// An absolute time before 2000: no TTL.
     Ancient,
+    /// The last representable time (a huge TTL, saturated).
+    Far,
 }
 
 /// A prevIndex, chosen relative to the key so that it sometimes matches.
@@ -181,11 +183,14 @@ enum Op {
         recursive: bool,
         hidden: bool,
     },
+    /// A watch from a past index, answered from the history (`v1`: an index older than the
+    /// history waits for the next change instead of answering 401).
     Watch {
         key: Key,
         recursive: bool,
         stream: bool,
         since: Since,
+        v1: bool,
     },
     /// Snapshot round trip; with `adopt`, the restored store carries on instead of the old
     /// (and every live watcher's channel closes).
@@ -223,6 +228,7 @@ fn ttl() -> impl Strategy<Value = Ttl> {
         3 => Just(Ttl::None),
         3 => (0u16..4000).prop_map(Ttl::Ms),
         1 => Just(Ttl::Ancient),
+        1 => Just(Ttl::Far),
     ]
 }
 
@@ -263,7 +269,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key(), any::<bool>(), any::<bool>())
             .prop_map(|(key, recursive, hidden)| Op::Get { key, recursive, hidden }),
         3 => (watch_key(), any::<bool>(), any::<bool>(), since())
-            .prop_map(|(key, recursive, stream, since)| Op::Watch { key, recursive, stream, since }),
+            .prop_flat_map(|(key, recursive, stream, since)| {
+                prop::bool::weighted(0.2)
+                    .prop_map(move |v1| Op::Watch { key, recursive, stream, since, v1 })
+            }),
         1 => any::<bool>().prop_map(|adopt| Op::Snapshot { adopt }),
         2 => (key(), prop::bool::weighted(0.7), any::<bool>(), prop::bool::weighted(0.3))
             .prop_map(|(key, recursive, stream, show_hidden)| Op::LiveWatch {
@@ -937,6 +946,7 @@ impl Run {
             Ttl::None => None,
             Ttl::Ms(ms) => Some(self.now + i64::from(ms) * MS),
             Ttl::Ancient => Some(5 * S),
+            Ttl::Far => Some(i64::MAX),
         }
     }
 
@@ -1160,6 +1170,7 @@ impl Run {
                 recursive,
                 stream,
                 since,
+                v1,
             } => {
                 let since = match since {
                     Since::Abs(i) => u64::from(i),
@@ -1173,7 +1184,11 @@ impl Run {
                         stream,
                         Some(since),
                         false,
-                        OnCleared::Error,
+                        if v1 {
+                            OnCleared::WaitForNext
+                        } else {
+                            OnCleared::Error
+                        },
                     )
                     .map(|mut w| {
                         let mut evs = Vec::new();
@@ -1181,14 +1196,19 @@ impl Run {
                             evs.push((*ev).clone());
                         }
                         self.store.unwatch(&w);
-                        evs
+                        (w.start_index, evs)
                     });
-                let want = self.model.scan(clean.as_str(), recursive, stream, since);
+                let want = match self.model.scan(clean.as_str(), recursive, stream, since) {
+                    Err(e) if v1 && e.code == Code::EventIndexCleared => Ok(Vec::new()),
+                    r => r,
+                }
+                .map(|evs| (self.model.index, evs));
                 self.trace.push(format!(
-                    "watch({:?}, recursive={recursive}, stream={stream}, since={since}) -> {:?}",
+                    "watch({:?}, recursive={recursive}, stream={stream}, since={since}, \
+                     v1={v1}) -> {:?}",
                     raw.as_str(),
                     got.as_ref()
-                        .map(|evs| evs.iter().map(Event::index).collect::<Vec<_>>())
+                        .map(|(_, evs)| evs.iter().map(Event::index).collect::<Vec<_>>())
                         .map_err(|e| e.code.number())
                 ));
                 self.same("the watch from history", &got, &want)?;
