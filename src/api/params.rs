@@ -5,6 +5,8 @@
 //! `application/x-www-form-urlencoded` body is parsed and its values come before the query
 //! string's (so the body wins); other bodies are ignored; the first value of a repeated
 //! field wins. Bodies over [`MAX_BODY`] are refused with 413 before they are read to the end.
+//! A form Go's `url.ParseQuery` refuses - a bad `%` escape, or (Go 1.17+, so etcd 3.4) a `;`
+//! anywhere - is reported by [`Form::malformed`] in Go's words, the body's reason first.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
@@ -40,16 +42,17 @@ pub struct Form {
 
 impl Form {
     pub fn parse(body: &[u8], query: Option<&str>) -> Form {
-        let mut malformed = bad_escape(body);
+        let mut malformed = query_error(body);
         let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         if let Some(q) = query {
-            malformed = malformed.or_else(|| bad_escape(q.as_bytes()));
+            malformed = malformed.or_else(|| query_error(q.as_bytes()));
             pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
         Form { pairs, malformed }
     }
 
-    /// Why the form could not be parsed strictly (a `%` not followed by two hex digits).
+    /// Why the form could not be parsed strictly (a `%` not followed by two hex digits, or
+    /// a `;`), as Go words it.
     pub fn malformed(&self) -> Option<String> {
         self.malformed.clone()
     }
@@ -72,14 +75,55 @@ impl Form {
     }
 }
 
+/// Why Go's `url.ParseQuery` (1.17+) refuses `s`: a `;` anywhere (it wins over a bad
+/// escape, whatever their order), else the first `%` that does not start a valid escape.
+fn query_error(s: &[u8]) -> Option<String> {
+    if s.contains(&b';') {
+        return Some("invalid semicolon separator in query".to_string());
+    }
+    bad_escape(s)
+}
+
 /// The first `%` in `s` that does not start a valid escape, worded like Go's error.
 fn bad_escape(s: &[u8]) -> Option<String> {
     let pos = s.iter().enumerate().position(|(i, &b)| {
         b == b'%'
             && !(i + 2 < s.len() && s[i + 1].is_ascii_hexdigit() && s[i + 2].is_ascii_hexdigit())
     })?;
-    let esc = String::from_utf8_lossy(&s[pos..(pos + 3).min(s.len())]).into_owned();
-    Some(format!("invalid URL escape {esc:?}"))
+    let esc = go_quote(&s[pos..(pos + 3).min(s.len())]);
+    Some(format!("invalid URL escape {esc}"))
+}
+
+/// Go's `strconv.Quote` of a few bytes: printable characters as they are, `\"` and `\\`
+/// escaped, the usual `\n`-style escapes, other control characters as `\xNN`, bytes that
+/// are not UTF-8 as `\xNN` each.
+fn go_quote(b: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Read the form of a request: the query string, plus the body for POST and PUT when it is
@@ -213,6 +257,42 @@ mod tests {
         let f = Form::parse(b"value=%zz", None);
         assert_eq!(f.malformed().as_deref(), Some("invalid URL escape \"%zz\""));
         assert!(Form::parse(b"", Some("a=%4")).malformed().is_some());
+    }
+
+    #[test]
+    fn malformed_forms_are_worded_like_go() {
+        let bad = |body: &[u8], query: Option<&str>| Form::parse(body, query).malformed();
+        // etcd 3.4 (Go 1.19): a `;` anywhere refuses the form, and its reason wins over a
+        // bad escape before or after it.
+        let semi = Some("invalid semicolon separator in query".to_string());
+        assert_eq!(bad(b"", Some("value=a;b")), semi);
+        assert_eq!(bad(b"value=a;b", None), semi);
+        assert_eq!(bad(b"", Some("a=%zz&b=;")), semi);
+        assert_eq!(bad(b"", Some(";&a=%zz")), semi);
+        assert_eq!(bad(b"value=%3B", None), None);
+        // The body's reason comes first.
+        assert_eq!(
+            bad(b"a=%zz", Some("b=;")).as_deref(),
+            Some("invalid URL escape \"%zz\"")
+        );
+        assert_eq!(bad(b"a=;", Some("b=%zz")), semi);
+        // strconv.Quote of the escape: control characters and bytes that are not UTF-8.
+        assert_eq!(
+            bad(b"a=%\x01\xff", None).as_deref(),
+            Some("invalid URL escape \"%\\x01\\xff\"")
+        );
+        assert_eq!(
+            bad(b"a=%\n\"", None).as_deref(),
+            Some("invalid URL escape \"%\\n\\\"\"")
+        );
+        assert_eq!(
+            bad("a=%é".as_bytes(), None).as_deref(),
+            Some("invalid URL escape \"%é\"")
+        );
+        assert_eq!(
+            bad(b"a=%\xc3", None).as_deref(),
+            Some("invalid URL escape \"%\\xc3\"")
+        );
     }
 
     #[test]

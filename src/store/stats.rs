@@ -1,8 +1,10 @@
 //! Store counters behind `/v2/stats/store`, `/v1/stats/store` and `/metrics`.
 //!
 //! Write counters change only when commands are applied, so they are identical on every
-//! member; read counters count the reads this node served. All counters are atomics so that
-//! reads, which hold the store only for reading, can count themselves.
+//! member. They count the way etcd 3.4 does, quirks included: a few refusals count as
+//! successes and a create that meets a key on its way is also a failed set (see
+//! `write.rs`). Read counters count the reads this node served. All counters are atomics so
+//! that reads, which hold the store only for reading, can count themselves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

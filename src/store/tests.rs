@@ -243,7 +243,9 @@ fn refresh_keeps_value_and_is_not_delivered() {
     );
     assert!(w.rx.try_recv().is_err(), "refresh must not wake watchers");
     assert_eq!(st.next_expiry(), Some(T0 + 100 * S));
-    let e = st.set("/t", None, Some(T0 + 200 * S), true).unwrap();
+    let e = st
+        .set("/t", Some(String::new()), Some(T0 + 200 * S), true)
+        .unwrap();
     assert_eq!(
         (e.node.value.as_deref(), e.node.created_index),
         (Some("v"), 3)
@@ -470,4 +472,200 @@ fn failed_writes_copy_nothing_a_snapshot_shares() {
             .value(),
         Some("v")
     );
+}
+
+#[test]
+fn write_counters_follow_etcds_accounting() {
+    // Measured on etcd 3.4.23 (`/v2/stats/store` before and after each request): some
+    // refusals count as successes, and a create that meets a key on its way is a failed
+    // set too.
+    let mut st = Store::new(100);
+    st.set("/st/k", val("v"), None, false).unwrap();
+    st.set("/st/d/x", val("v"), None, false).unwrap();
+    type Write = fn(&mut Store) -> Result<Event, EtcdError>;
+    let cases: Vec<(&str, Write, Code, &[&str])> = vec![
+        (
+            "set root",
+            |s| s.set("/", val("x"), None, false),
+            Code::RootReadOnly,
+            &["setsFail"],
+        ),
+        (
+            "set through key",
+            |s| s.set("/st/k/x", val("x"), None, false),
+            Code::NotDir,
+            &["setsFail"],
+        ),
+        (
+            "set on dir",
+            |s| s.set("/st/d", val("x"), None, false),
+            Code::NotFile,
+            &["setsFail"],
+        ),
+        (
+            "refresh missing",
+            |s| s.set("/st/no", val(""), Some(T0), true),
+            Code::KeyNotFound,
+            &["setsFail"],
+        ),
+        (
+            "create existing",
+            |s| s.create("/st/k", val("x"), None, false),
+            Code::NodeExist,
+            &["createFail"],
+        ),
+        (
+            "create through key",
+            |s| s.create("/st/k/x", val("x"), None, false),
+            Code::NotDir,
+            &["createFail", "setsFail"],
+        ),
+        (
+            "post through key",
+            |s| s.create("/st/k", val("x"), None, true),
+            Code::NotDir,
+            &["createFail", "setsFail"],
+        ),
+        (
+            "create root",
+            |s| s.create("/", val("x"), None, false),
+            Code::RootReadOnly,
+            &["createFail"],
+        ),
+        (
+            "update missing",
+            |s| s.update("/st/no", "x".into(), None, false),
+            Code::KeyNotFound,
+            &["updateFail"],
+        ),
+        (
+            "update root",
+            |s| s.update("/", "x".into(), None, false),
+            Code::RootReadOnly,
+            &["updateSuccess"],
+        ),
+        (
+            "update dir value",
+            |s| s.update("/st/d", "x".into(), None, false),
+            Code::NotFile,
+            &["updateSuccess"],
+        ),
+        (
+            "update through key",
+            |s| s.update("/st/k/x", "x".into(), None, false),
+            Code::NotDir,
+            &["updateFail"],
+        ),
+        (
+            "cas root",
+            |s| s.compare_and_swap("/", Some("a"), None, "x".into(), None, false),
+            Code::RootReadOnly,
+            &["compareAndSwapSuccess"],
+        ),
+        (
+            "cas missing",
+            |s| s.compare_and_swap("/st/no", Some("a"), None, "x".into(), None, false),
+            Code::KeyNotFound,
+            &["compareAndSwapFail"],
+        ),
+        (
+            "cas dir",
+            |s| s.compare_and_swap("/st/d", Some("a"), None, "x".into(), None, false),
+            Code::NotFile,
+            &["compareAndSwapFail"],
+        ),
+        (
+            "cas fail",
+            |s| s.compare_and_swap("/st/k", Some("a"), None, "x".into(), None, false),
+            Code::TestFailed,
+            &["compareAndSwapFail"],
+        ),
+        (
+            "cas through key",
+            |s| s.compare_and_swap("/st/k/x", Some("a"), None, "x".into(), None, false),
+            Code::NotDir,
+            &["compareAndSwapFail"],
+        ),
+        (
+            "delete root",
+            |s| s.delete("/", true, true),
+            Code::RootReadOnly,
+            &["deleteSuccess"],
+        ),
+        (
+            "delete missing",
+            |s| s.delete("/st/no", false, false),
+            Code::KeyNotFound,
+            &["deleteFail"],
+        ),
+        (
+            "delete dir",
+            |s| s.delete("/st/d", false, false),
+            Code::NotFile,
+            &["deleteFail"],
+        ),
+        (
+            "delete non-empty",
+            |s| s.delete("/st/d", true, false),
+            Code::DirNotEmpty,
+            &["deleteFail"],
+        ),
+        (
+            "delete through key",
+            |s| s.delete("/st/k/x", false, false),
+            Code::NotDir,
+            &["deleteFail"],
+        ),
+        (
+            "cad root",
+            |s| s.compare_and_delete("/", Some("a"), None),
+            Code::NotFile,
+            &["compareAndDeleteSuccess"],
+        ),
+        (
+            "cad missing",
+            |s| s.compare_and_delete("/st/no", Some("a"), None),
+            Code::KeyNotFound,
+            &["compareAndDeleteFail"],
+        ),
+        (
+            "cad dir",
+            |s| s.compare_and_delete("/st/d", Some("a"), None),
+            Code::NotFile,
+            &["compareAndDeleteSuccess"],
+        ),
+        (
+            "cad fail",
+            |s| s.compare_and_delete("/st/k", Some("a"), None),
+            Code::TestFailed,
+            &["compareAndDeleteSuccess"],
+        ),
+        (
+            "cad through key",
+            |s| s.compare_and_delete("/st/k/x", Some("a"), None),
+            Code::NotDir,
+            &["compareAndDeleteFail"],
+        ),
+    ];
+    let counters = |s: &Store| {
+        let v = serde_json::to_value(s.stats()).unwrap();
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    for (what, write, code, moved) in cases {
+        let before = counters(&st);
+        assert_eq!(write(&mut st).unwrap_err().code, code, "{what}");
+        let after = counters(&st);
+        let changed: Vec<&str> = after
+            .iter()
+            .filter(|(k, v)| before[*k] != **v)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(changed, moved, "{what}");
+        assert!(moved.iter().all(|k| after[*k] == before[*k] + 1), "{what}");
+    }
+    assert_eq!(st.index(), 2, "no refusal used an index");
 }

@@ -10,6 +10,18 @@ use super::node::{self, Node};
 use super::{Action, Event, MIN_EXPIRE_AT, NodeView, Stats, Store, path};
 use crate::error::{Code, EtcdError};
 
+/// Does etcd count this outcome as a success? A success is, and so are the refusals listed:
+/// etcd 3.4's store returns those errors without recording them where its deferred counter
+/// looks, so `/v2/stats/store` counts them as successes (update: root and a value for a
+/// directory; compare-and-swap and delete: root; compare-and-delete: a directory, the root,
+/// a failed compare). Only the lookup errors (100, 104) and the rest count as failures.
+fn counted_ok(res: &Result<Event, EtcdError>, counted_as_success: &[Code]) -> bool {
+    match res {
+        Ok(_) => true,
+        Err(e) => counted_as_success.contains(&e.code),
+    }
+}
+
 impl Store {
     /// Set the time of the writes that follow (the proposer's clock, carried in the log).
     pub fn set_write_time(&mut self, at: i64) {
@@ -34,7 +46,8 @@ impl Store {
     }
 
     /// Set a key (or, with `value: None`, make a directory), replacing any key there.
-    /// `refresh` keeps the value and only resets the TTL (not shown to watchers).
+    /// `refresh` keeps the value (any given one is ignored) and resets the TTL; the event is
+    /// not shown to watchers.
     pub fn set(
         &mut self,
         key: &str,
@@ -61,9 +74,11 @@ impl Store {
             Err(e) if e.code == Code::KeyNotFound && !refresh => Err(e),
             Err(e) => return Err(e),
         };
+        // A refresh keeps the value, but whether the node is a directory is still the
+        // request's to say, as in etcd (`Set(path, dir, n.Value, ...)`): `dir=true&refresh`
+        // on a key replaces it with a directory. On a directory either way is 102.
         let value = match (&prev, refresh) {
-            (Ok(p), true) if p.dir => None,
-            (Ok(p), true) => p.value.clone(),
+            (Ok(p), true) => value.map(|_| p.value.clone().unwrap_or_default()),
             _ => value,
         };
         let mut ev = self.create_node(key, value, expire_at, true, Action::Set)?;
@@ -93,6 +108,10 @@ impl Store {
             &self.stats.create_success,
             &self.stats.create_fail,
         );
+        // etcd counts a create that runs into a key on its way as a failed set too.
+        if res.as_ref().is_err_and(|e| e.code == Code::NotDir) {
+            Stats::inc(&self.stats.sets_fail);
+        }
         res
     }
 
@@ -184,7 +203,7 @@ impl Store {
         let key = path::clean(key);
         let res = self.update_inner(&key, value, expire_at, refresh);
         Stats::count(
-            res.is_ok(),
+            counted_ok(&res, &[Code::RootReadOnly, Code::NotFile]),
             &self.stats.update_success,
             &self.stats.update_fail,
         );
@@ -229,7 +248,7 @@ impl Store {
         let key = path::clean(key);
         let res = self.cas_inner(&key, prev_value, prev_index, value, expire_at, refresh);
         Stats::count(
-            res.is_ok(),
+            counted_ok(&res, &[Code::RootReadOnly]),
             &self.stats.compare_and_swap_success,
             &self.stats.compare_and_swap_fail,
         );
@@ -328,7 +347,7 @@ impl Store {
         let key = path::clean(key);
         let res = self.delete_inner(&key, dir || recursive, recursive);
         Stats::count(
-            res.is_ok(),
+            counted_ok(&res, &[Code::RootReadOnly]),
             &self.stats.delete_success,
             &self.stats.delete_fail,
         );
@@ -361,7 +380,7 @@ impl Store {
         let key = path::clean(key);
         let res = self.cad_inner(&key, prev_value, prev_index);
         Stats::count(
-            res.is_ok(),
+            counted_ok(&res, &[Code::NotFile, Code::TestFailed]),
             &self.stats.compare_and_delete_success,
             &self.stats.compare_and_delete_fail,
         );
@@ -374,11 +393,17 @@ impl Store {
         prev_value: Option<&str>,
         prev_index: Option<u64>,
     ) -> Result<Event, EtcdError> {
+        // etcd's compare-and-delete has no read-only guard: it finds the root, a directory,
+        // and answers 102 with its internal root path as the cause, which the v2 layer trims
+        // to nothing.
+        if key == "/" {
+            return Err(EtcdError::new(Code::NotFile, "", self.index));
+        }
         self.compared_key(key, prev_value, prev_index)?;
         Ok(self.remove(key, Action::CompareAndDelete))
     }
 
-    /// The checks a compare-and-swap and a compare-and-delete share: not the root, an
+    /// The checks a compare-and-swap and a compare-and-delete share: not the root (107), an
     /// existing key (not a directory), and the given conditions hold. Returns the key's view.
     fn compared_key(
         &self,
