@@ -181,16 +181,38 @@ fn version_is_json_and_get_only() {
 }
 
 #[test]
-fn get_root_and_unrouted_paths_answer_the_version_text() {
+fn root_and_unserved_paths_are_404_on_both_ports() {
+    // etcd v0.1.2 and etcd 3.4 answer Go's `404 page not found` for `/` and for every path
+    // they do not serve, whatever the method; a probe must not take them for endpoints.
     let n = Node::start("node0");
-    let a = &n.client;
-    let (server, _) = version(a);
-    for p in ["/", "/nothing/here", "/v2"] {
-        let r = get(a, p);
-        assert_eq!(r.status, 200, "GET {p}");
-        assert_eq!(ct(&r), Some("text/plain; charset=utf-8"), "GET {p}");
-        assert_eq!(r.body, format!("etcd {server}"), "GET {p}");
+    for (port, addr) in [("client", &n.client), ("peer", &n.peer)] {
+        for p in [
+            "/",
+            "/nothing/here",
+            "/v1/unknown",
+            "/v2",
+            "/v2/",
+            "/version/",
+            "/debug/vars",
+        ] {
+            for m in ["GET", "HEAD", "POST", "PUT", "DELETE"] {
+                let what = format!("{m} {p} on the {port} port");
+                let r = request(addr, m, p, &[], b"");
+                assert_eq!(r.status, 404, "{what}: {}", r.body);
+                assert_eq!(ct(&r), Some("text/plain; charset=utf-8"), "{what}");
+                let body = if m == "HEAD" {
+                    ""
+                } else {
+                    "404 page not found\n"
+                };
+                assert_eq!(r.body, body, "{what}");
+            }
+        }
     }
+    // The documented endpoints are unchanged.
+    assert_eq!(get(&n.client, "/version").status, 200);
+    assert_eq!(get(&n.client, "/health").status, 200);
+    assert_eq!(get(&n.peer, "/version").status, 200);
 }
 
 #[test]

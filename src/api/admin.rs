@@ -443,11 +443,6 @@ pub fn version(method: &Method) -> Response {
     )
 }
 
-/// `GET /` (and any unrouted GET): the plain version text (Decision D10).
-pub fn version_text() -> Response {
-    text(200, format!("etcd {VERSION}"))
-}
-
 /// A duration as Go's `time.Duration.String` prints it (`1h2m3.5s`, `1.5ms`, `0s`).
 pub fn go_duration(nanos: i64) -> String {
     if nanos == 0 {

@@ -4,8 +4,8 @@
 //! Requests are dispatched by hand rather than through a route table, because legacy etcd's
 //! routing has observable quirks clients rely on: non-clean paths (`//`, `/./`, `/../`) are
 //! answered with 301 to the cleaned path, `/v1/keys` redirects to `/v1/keys/`, keys are
-//! percent-decoded before use, unknown methods get an empty 405, and unrouted GETs answer
-//! the version text (Decision D10).
+//! percent-decoded before use, unknown methods get an empty 405, and `/` and every path etcd
+//! does not serve answer `404 page not found` (docs/api.md).
 //!
 //! Every handler waits (bounded) until the node is ready, so a restarting node never serves
 //! a read from a half-recovered store.
@@ -169,7 +169,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         "/metrics" => metrics::render(st),
         "/v1/machines" => admin::v1_machines(st).await,
         "/version" => admin::version(req.method()),
-        _ if req.method() == Method::GET || req.method() == Method::HEAD => admin::version_text(),
+        // `/` and every path etcd does not serve: 404, as etcd v0.1.2 and 3.4 answer.
         _ => response::not_found(),
     }
 }

@@ -45,8 +45,6 @@ ACCEPTED = OrderedDict([
                     "offsets from each server's first write"),
     ("v2-leader", "GET /v2/leader is served on purpose (API.md D3: v2a's leader peer URL); "
                   "3.4 answers 404"),
-    ("root-version", "GET / and other unrouted GETs answer the version text on purpose "
-                     "(API.md D10); 3.4 answers 404"),
     ("version-values", "/version reports the API level we implement (2.3.8 / 2.3.0), not "
                        "3.4.23 / 3.4.0 (API.md D10); the shape is compared"),
     ("etcd-registry", "the machine registry /_etcd/machines is readable by exact path "
@@ -741,8 +739,8 @@ def run_sequence():
 
     # --- misc endpoints ------------------------------------------------------------------
     step("GET", "/v2/leader", accept="v2-leader")
-    step("GET", "/", accept="root-version")
-    step("GET", "/v2", accept="root-version")
+    step("GET", "/")
+    step("GET", "/v2")
     step("GET", "/v2/keys/_etcd/machines", accept="etcd-registry",
          label="GET /v2/keys/_etcd/machines")
     step("GET", "/version", accept="version-values")
