@@ -1,14 +1,16 @@
-//! The data directory (Decision D11): the files this server owns in it, the lock that keeps
+//! The data directory (docs/operations.md): the files this server owns in it, the lock that keeps
 //! a second server out, `-f`, and the `info` file (the node's identity, v0.1's JSON).
 //!
-//! An existing `info` wins over the command line, as in v0.1, except for TLS: TLS files given
-//! on the command line win for their port and the URL scheme follows (see [`Info`]).
+//! An existing `info` wins over the command line for the member's identity (name, advertised
+//! URLs), as in v0.1, except for TLS: TLS files given on the command line win for their port
+//! and the URL scheme follows (see [`Info`]). Where the member listens always comes from the
+//! command line when it says so ([`listen_after_restart`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, ListenGiven};
 use crate::error::{Error, Result};
 
 /// The data file inside the data directory.
@@ -118,22 +120,18 @@ impl Info {
         }
         cfg.client_url = with_scheme(&cfg.client_url, cfg.client_tls.enabled());
         cfg.peer_url = with_scheme(&cfg.peer_url, cfg.peer_tls.enabled());
-        if let Some(port) = port_of(&self.raft_url) {
-            let host = if self.raft_listen_host.is_empty() {
-                host_of(&cfg.peer_listen)
-            } else {
-                &self.raft_listen_host
-            };
-            cfg.peer_listen = format!("{host}:{port}");
-        }
-        if let Some(port) = port_of(&self.etcd_url) {
-            let host = if self.etcd_listen_host.is_empty() {
-                host_of(&cfg.client_listen)
-            } else {
-                &self.etcd_listen_host
-            };
-            cfg.client_listen = format!("{host}:{port}");
-        }
+        cfg.peer_listen = listen_after_restart(
+            &cfg.peer_listen,
+            cfg.peer_listen_given,
+            &self.raft_listen_host,
+            &self.raft_url,
+        );
+        cfg.client_listen = listen_after_restart(
+            &cfg.client_listen,
+            cfg.client_listen_given,
+            &self.etcd_listen_host,
+            &self.etcd_url,
+        );
     }
 
     /// 1-space indented JSON, like v0.1's `json.MarshalIndent(info, "", " ")`.
@@ -143,6 +141,27 @@ impl Info {
         let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
         self.serialize(&mut ser).expect("plain struct");
         out
+    }
+}
+
+/// Where a restarted member listens: what the command line said wins (a member behind a port
+/// mapping or a proxy listens elsewhere than it advertises); what it did not say follows the
+/// saved identity, as in v0.1 (a restart with only `-d` and `-n` listens on the saved
+/// advertised port, on the saved listen host).
+fn listen_after_restart(
+    listen: &str,
+    given: ListenGiven,
+    saved_host: &str,
+    saved_url: &str,
+) -> String {
+    let Some(port) = port_of(saved_url) else {
+        return listen.to_string();
+    };
+    match given {
+        ListenGiven::HostAndPort => listen.to_string(),
+        ListenGiven::Host => format!("{}:{port}", host_of(listen)),
+        ListenGiven::No if saved_host.is_empty() => format!("{}:{port}", host_of(listen)),
+        ListenGiven::No => format!("{saved_host}:{port}"),
     }
 }
 
@@ -226,5 +245,71 @@ pub fn prepare_data_dir(cfg: &mut Config) -> Result<std::fs::File> {
                 .map(|()| lock)
         }
         Err(e) => Err(io("cannot read", &info_path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_listens_where_the_command_line_says() {
+        let saved = "http://10.0.0.1:7001";
+        // A listen address with a port on the command line wins over the saved identity.
+        assert_eq!(
+            listen_after_restart(
+                "127.0.0.1:17001",
+                ListenGiven::HostAndPort,
+                "10.0.0.1",
+                saved
+            ),
+            "127.0.0.1:17001"
+        );
+        // A host only (v0.1's -sl): that host, the saved advertised port.
+        assert_eq!(
+            listen_after_restart("0.0.0.0:7009", ListenGiven::Host, "10.0.0.1", saved),
+            "0.0.0.0:7001"
+        );
+        // Nothing said: the saved listen host and advertised port, as v0.1 restarted.
+        assert_eq!(
+            listen_after_restart("127.0.0.1:7005", ListenGiven::No, "10.0.0.1", saved),
+            "10.0.0.1:7001"
+        );
+        assert_eq!(
+            listen_after_restart("127.0.0.1:7005", ListenGiven::No, "", saved),
+            "127.0.0.1:7001"
+        );
+    }
+
+    #[test]
+    fn restart_keeps_the_identity_but_not_the_old_listen_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            peer_url: "http://127.0.0.1:7001".into(),
+            peer_listen: "127.0.0.1:17001".into(),
+            peer_listen_given: ListenGiven::HostAndPort,
+            client_url: "http://127.0.0.1:4001".into(),
+            client_listen: "127.0.0.1:14001".into(),
+            client_listen_given: ListenGiven::HostAndPort,
+            ..Config::default()
+        };
+        let lock = prepare_data_dir(&mut first).unwrap();
+        drop(lock);
+        // Same command line: same listen addresses (it used to switch to the advertised ports).
+        let mut again = first.clone();
+        drop(prepare_data_dir(&mut again).unwrap());
+        assert_eq!(again.peer_listen, "127.0.0.1:17001");
+        assert_eq!(again.client_listen, "127.0.0.1:14001");
+        assert_eq!(again.peer_url, "http://127.0.0.1:7001");
+        // Different advertised URLs on the command line: the saved identity still wins.
+        let mut moved = first.clone();
+        moved.peer_url = "http://127.0.0.1:7999".into();
+        moved.name = "other".into();
+        drop(prepare_data_dir(&mut moved).unwrap());
+        assert_eq!(moved.peer_url, "http://127.0.0.1:7001");
+        assert_eq!(moved.name, "n1");
+        assert_eq!(moved.peer_listen, "127.0.0.1:17001");
     }
 }

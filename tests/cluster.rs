@@ -2272,3 +2272,142 @@ fn stopped_peer_does_not_stall_the_majority() {
         cl.p[l2].name()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// listening elsewhere than advertised
+
+/// A TCP port forwarder (the test's stand-in for a port mapping or a NAT): connections to
+/// `listen` are relayed to `target` until the forwarder is dropped.
+struct Forward {
+    stop: Arc<AtomicBool>,
+    listen: String,
+}
+
+impl Forward {
+    fn start(listen: &str, target: &str) -> Forward {
+        let l =
+            std::net::TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, target) = (stop.clone(), target.to_string());
+        thread::spawn(move || {
+            for down in l.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(down) = down else { continue };
+                let Ok(up) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pump(down.try_clone().unwrap(), up.try_clone().unwrap());
+                pump(up, down);
+            }
+        });
+        Forward {
+            stop,
+            listen: listen.to_string(),
+        }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.listen);
+    }
+}
+
+/// A member whose listen URLs differ from its advertised ones (both ports reached through a
+/// forwarder, as behind a port mapping) restarts: it listens where its command line says
+/// (the saved identity keeps only its name and advertised URLs), rejoins, and catches up.
+#[test]
+fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
+    let mut procs: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Proc::prepare(n, &[]))
+        .collect();
+    let initial = initial_cluster(&procs);
+    for p in procs.iter_mut().take(2) {
+        p.node.args = p.v2_args(&p.peer_url(), &initial, "new");
+    }
+    // Member c advertises node.peer / node.client but listens on other ports.
+    let real_peer = format!("127.0.0.1:{}", common::free_port());
+    let real_client = format!("127.0.0.1:{}", common::free_port());
+    let c = &mut procs[2];
+    let mut args = c.v2_args(&format!("http://{real_peer}"), &initial, "new");
+    let at = args
+        .iter()
+        .position(|a| a == "--listen-client-urls")
+        .unwrap();
+    args[at + 1] = format!("http://{real_client}");
+    c.node.args = args;
+    c.real_peer = real_peer.clone();
+    let _fwd_peer = Forward::start(&c.node.peer.clone(), &real_peer);
+    let _fwd_client = Forward::start(&c.node.client.clone(), &real_client);
+    for p in procs.iter_mut() {
+        p.spawn();
+    }
+    for p in procs.iter_mut() {
+        p.wait_ready(Duration::from_secs(30));
+    }
+    let mut cl = Cluster { p: procs };
+    let all = [0, 1, 2];
+    cl.wait_views(&all, &all, Duration::from_secs(20));
+    let r = cl.form(2, "PUT", "/v2/keys/nat/before", &[("value", "1")]);
+    ensure!(cl, r.status == 201, "write via c: {} {}", r.status, r.body);
+
+    // Stop c, write while it is down, start it again with the same command line.
+    let st = cl.p[2].term();
+    ensure!(cl, st.success(), "c's exit status after SIGTERM: {st:?}");
+    for i in 0..5 {
+        let r = cl.form(
+            i % 2,
+            "PUT",
+            &format!("/v2/keys/nat/during{i}"),
+            &[("value", "d")],
+        );
+        ensure!(
+            cl,
+            r.status == 201,
+            "write while c is down: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    cl.p[2].spawn();
+    let took = cl.p[2].wait_ready(Duration::from_secs(30));
+    eprintln!("c restarted behind its forwarders: ready after {took:?}");
+    // It listens on its own listen ports, not on the advertised ones (held by the forwarders).
+    let direct = common::get(&real_client, "/v2/keys/nat/during4?quorum=true");
+    ensure!(
+        cl,
+        direct.status == 200 && parse(&direct).unwrap()["node"]["value"] == "d",
+        "quorum read on c's listen address: {} {}",
+        direct.status,
+        direct.body
+    );
+    let log = cl.p[2].tail(200);
+    ensure!(
+        cl,
+        !log.contains("Address already in use"),
+        "c's log:\n{log}"
+    );
+    // Writes through c reach the cluster and every member agrees.
+    let r = cl.form(2, "PUT", "/v2/keys/nat/after", &[("value", "a")]);
+    ensure!(
+        cl,
+        r.status == 201,
+        "write via restarted c: {} {}",
+        r.status,
+        r.body
+    );
+    cl.converge(&all, "/nat", Duration::from_secs(20));
+    cl.wait_views(&all, &all, Duration::from_secs(20));
+}

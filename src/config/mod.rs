@@ -187,6 +187,18 @@ impl TlsFiles {
     }
 }
 
+/// How much of a listen address the command line gave: nothing, a host only (v0.1's `-cl`
+/// and `-sl`), or a host and a port (`--listen-client-urls`, `--listen-peer-urls`, or `-cl`
+/// with a port). A restarted member listens where the command line says; what it did not say
+/// follows the advertised URLs saved in the data directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenGiven {
+    #[default]
+    No,
+    Host,
+    HostAndPort,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -198,10 +210,15 @@ pub struct Config {
     pub client_url: String,
     /// Client listen address `host:port`.
     pub client_listen: String,
+    /// What the command line said about `client_listen` (a restart keeps it; the rest
+    /// follows the identity saved in the data directory).
+    pub client_listen_given: ListenGiven,
     /// Advertised peer URL with scheme, e.g. `http://127.0.0.1:7001`.
     pub peer_url: String,
     /// Peer listen address `host:port`.
     pub peer_listen: String,
+    /// What the command line said about `peer_listen`.
+    pub peer_listen_given: ListenGiven,
     /// Peers to join, as `host:port` (`-C`, `-peers`, `-CF`, `-peers-file`).
     pub join: Vec<String>,
     /// `--initial-cluster` `name=URL` pairs in command line order.
@@ -244,8 +261,10 @@ impl Default for Config {
             data_dir: PathBuf::from(format!("{DEFAULT_NAME}.etcd")),
             client_url: format!("http://{DEFAULT_HOST}:{DEFAULT_CLIENT_PORT}"),
             client_listen: format!("{DEFAULT_HOST}:{DEFAULT_CLIENT_PORT}"),
+            client_listen_given: ListenGiven::No,
             peer_url: format!("http://{DEFAULT_HOST}:{DEFAULT_PEER_PORT}"),
             peer_listen: format!("{DEFAULT_HOST}:{DEFAULT_PEER_PORT}"),
+            peer_listen_given: ListenGiven::No,
             join: Vec::new(),
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
@@ -664,7 +683,7 @@ fn resolve_side(
     default_port: u16,
     tls: bool,
     https_hint: &str,
-) -> Result<(String, String), ConfigError> {
+) -> Result<(String, String, ListenGiven), ConfigError> {
     let mut adv = match s.get(advertise) {
         Some(g) => {
             let ep = first_endpoint(g, true)?;
@@ -707,14 +726,20 @@ fn resolve_side(
         }
         _ => (DEFAULT_HOST.to_string(), default_port),
     };
-    let (listen_host, listen_port) = match lis {
-        Some(ep) => (ep.host, ep.port.unwrap_or(adv_port)),
-        None => (adv_host.clone(), adv_port),
+    let (listen_host, listen_port, given) = match lis {
+        Some(Endpoint {
+            host,
+            port: Some(port),
+            ..
+        }) => (host, port, ListenGiven::HostAndPort),
+        Some(ep) => (ep.host, adv_port, ListenGiven::Host),
+        None => (adv_host.clone(), adv_port, ListenGiven::No),
     };
     let scheme = if tls { "https" } else { "http" };
     Ok((
         format!("{scheme}://{adv_host}:{adv_port}"),
         format!("{listen_host}:{listen_port}"),
+        given,
     ))
 }
 
@@ -823,7 +848,7 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         .map(|g| g.value.trim().to_string())
         .unwrap_or_else(|| DEFAULT_TOKEN.to_string());
 
-    let (client_url, client_listen) = resolve_side(
+    let (client_url, client_listen, client_listen_given) = resolve_side(
         s,
         S::ClientAdvertise,
         S::ClientListen,
@@ -832,7 +857,7 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         client_tls.enabled(),
         CLIENT_TLS.https_hint,
     )?;
-    let (peer_url, peer_listen) = resolve_side(
+    let (peer_url, peer_listen, peer_listen_given) = resolve_side(
         s,
         S::PeerAdvertise,
         S::PeerListen,
@@ -888,8 +913,10 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         data_dir,
         client_url,
         client_listen,
+        client_listen_given,
         peer_url,
         peer_listen,
+        peer_listen_given,
         join,
         initial_cluster,
         initial_cluster_state,
