@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState, now_nanos};
+use crate::command::Command;
 use crate::config::{ClusterState, Config};
 use crate::data_dir::{DATA_FILE, WAL_DIR, prepare_data_dir};
 use crate::error::{Error, EtcdError, Result};
@@ -189,18 +190,26 @@ pub async fn run(
         write_u64(&disk, META_WAL, 1)?;
     }
     let mut log_failure = log_store.failure();
-    let boot_last = log_store
-        .get_log_state()
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?
-        .last_log_id
-        .map_or(0, |l| l.index);
     let (sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
     let me = Member {
         name: cfg.name.clone(),
         peer_url: cfg.peer_url.clone(),
         client_url: cfg.client_url.clone(),
     };
+    let dropped = if cfg.force_new_cluster {
+        let applied = shared.read().membership.clone();
+        cluster::force_new_cluster(&mut log_store, &applied, id, &me)
+            .await
+            .map_err(|e| Error::Raft(format!("--force-new-cluster: {e}")))?
+    } else {
+        Vec::new()
+    };
+    let boot_last = log_store
+        .get_log_state()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .last_log_id
+        .map_or(0, |l| l.index);
     let peer_stats = Arc::new(crate::metrics::PeerStats::default());
     let peer_client = PeerClient::new(peer_client_tls);
     let network = Network {
@@ -310,7 +319,11 @@ pub async fn run(
     }
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(become_ready(state.clone(), boot_last.max(joined_at)));
+    tasks.spawn(become_ready(
+        state.clone(),
+        boot_last.max(joined_at),
+        dropped,
+    ));
     tasks.spawn(node.clone().expire_loop());
     tasks.spawn(track_leader(state.clone()));
     tasks.spawn(watch_removal(state.clone()));
@@ -451,7 +464,7 @@ async fn serve(
 /// held at start-up is applied; on a follower, once it has applied the leader's read index.
 /// On the way, make sure the cluster's record of this node (voter, name, client URL, registry
 /// entry) is current.
-async fn become_ready(state: Arc<AppState>, boot_last: u64) {
+async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId, Member)>) {
     let node = &state.node;
     loop {
         let ok = match node.leader() {
@@ -479,6 +492,18 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64) {
                 tracing::warn!(error = %e, "updating this member's record failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+    }
+    // After --force-new-cluster: the members the configuration dropped leave the registry and
+    // are remembered as removed (`/v2/members` answers 410 for them).
+    for (id, member) in dropped {
+        let cmd = Command::Unregister {
+            name: member.name.clone(),
+            id: Some(id),
+        };
+        while let Err(e) = node.propose(cmd.clone()).await {
+            tracing::warn!(error = %e, member = %member, "unregistering a removed member failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     tracing::info!(index = node.shared.read().store.index(), "ready");

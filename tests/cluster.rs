@@ -2411,3 +2411,151 @@ fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
     cl.converge(&all, "/nat", Duration::from_secs(20));
     cl.wait_views(&all, &all, Duration::from_secs(20));
 }
+
+// ---------------------------------------------------------------------------------------
+// disaster recovery
+
+/// `--force-new-cluster`: three members under load, two killed for good, the third cannot
+/// commit; restarted with the flag, it is a cluster of one with every acknowledged write, the
+/// two lost members removed (410 in the members API, gone from the registry), and it grows
+/// again: two fresh members join with `-C` and all three agree. A later restart without the
+/// flag keeps it that way.
+#[test]
+fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
+    let mut cl = Cluster::v01(3, &[]);
+    let all = [0, 1, 2];
+    let leader = cl.leader(&all, Duration::from_secs(10)).0;
+    // The survivor is a follower: its commit index may lag the leader's.
+    let s = (0..3).find(|&i| i != leader).unwrap();
+    let lost: Vec<usize> = (0..3).filter(|&i| i != s).collect();
+    let members = parse(&cl.get(s, "/v2/members")).unwrap();
+    let lost_ids: Vec<String> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] != cl.p[s].name())
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ensure!(cl, lost_ids.len() == 2, "members: {members}");
+    let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
+    let load = Load::start(
+        &addrs,
+        "/dr",
+        Duration::from_millis(2),
+        Duration::from_millis(20),
+        true,
+    );
+    thread::sleep(Duration::from_millis(1500));
+    // Both others die at once, mid-load: quorum is gone for good.
+    for &i in &lost {
+        cl.p[i].kill9();
+    }
+    thread::sleep(Duration::from_millis(300));
+    let acked = load.finish();
+    ensure!(
+        cl,
+        acked.len() > 50,
+        "the load made only {} writes",
+        acked.len()
+    );
+    cl.expect_300(
+        s,
+        "a write without quorum",
+        "PUT",
+        "/v2/keys/noquorum",
+        "value=x",
+    );
+
+    // Restart the survivor with --force-new-cluster.
+    let st = cl.p[s].term();
+    ensure!(
+        cl,
+        st.success(),
+        "survivor's exit status after SIGTERM: {st:?}"
+    );
+    let plain_args = cl.p[s].node.args.clone();
+    cl.p[s].node.args.push("--force-new-cluster".into());
+    cl.p[s].spawn();
+    let took = cl.p[s].wait_ready(Duration::from_secs(30));
+    cl.wait_views(&[s], &[s], Duration::from_secs(20));
+    eprintln!("forced a new cluster: ready after {took:?}");
+    let (body, _) = cl.converge(&[s], "/", Duration::from_secs(10));
+    check_acked(&cl, s, &body, &acked);
+    let r = cl.get(s, "/v2/members");
+    let m = parse(&r).unwrap();
+    ensure!(
+        cl,
+        m["members"].as_array().map(Vec::len) == Some(1)
+            && m["members"][0]["name"] == cl.p[s].name(),
+        "members after forcing: {}",
+        r.body
+    );
+    for id in &lost_ids {
+        let r = cl.req(s, "DELETE", &format!("/v2/members/{id}"), &[], "");
+        ensure!(
+            cl,
+            r.status == 410,
+            "DELETE of lost member {id}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let r = cl.get(s, "/v1/keys/_etcd/machines");
+    ensure!(
+        cl,
+        r.status == 200
+            && !lost.iter().any(|&i| r
+                .body
+                .contains(&format!("\"/_etcd/machines/{}\"", cl.p[i].name()))),
+        "registry after forcing: {}",
+        r.body
+    );
+    let r = cl.form(s, "PUT", "/v2/keys/dr/after", &[("value", "forced")]);
+    ensure!(
+        cl,
+        r.status == 201,
+        "write after forcing: {} {}",
+        r.status,
+        r.body
+    );
+
+    // Grow again: two fresh members join through the survivor.
+    let peer = cl.p[s].node.peer.clone();
+    for name in ["d", "e"] {
+        let mut p = Proc::prepare(name, &["-C", &peer]);
+        p.spawn();
+        p.wait_ready(Duration::from_secs(30));
+        cl.p.push(p);
+    }
+    let now = [s, 3, 4];
+    cl.wait_views(&now, &now, Duration::from_secs(20));
+    let (body, _) = cl.converge(&now, "/", Duration::from_secs(20));
+    check_acked(&cl, 3, &body, &acked);
+    for &i in &now {
+        let r = cl.get(i, "/v2/keys/dr/after?quorum=true");
+        ensure!(
+            cl,
+            r.status == 200 && parse(&r).unwrap()["node"]["value"] == "forced",
+            "{}: {} {}",
+            cl.p[i].name(),
+            r.status,
+            r.body
+        );
+    }
+
+    // A restart without the flag keeps the new cluster.
+    let st = cl.p[s].term();
+    ensure!(cl, st.success(), "exit status after SIGTERM: {st:?}");
+    cl.p[s].node.args = without_join(&plain_args);
+    cl.p[s].spawn();
+    cl.p[s].wait_ready(Duration::from_secs(30));
+    cl.wait_views(&now, &now, Duration::from_secs(20));
+    let r = cl.form(s, "PUT", "/v2/keys/dr/last", &[("value", "z")]);
+    ensure!(
+        cl,
+        r.status == 201,
+        "write after the plain restart: {} {}",
+        r.status,
+        r.body
+    );
+}

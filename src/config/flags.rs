@@ -215,7 +215,7 @@ pub(super) const V2_FLAGS: &[Flag] = &[
     number("heartbeat-interval", S::Heartbeat, true, "<ms>", "same as -peer-heartbeat-interval (default 50)"),
     number("election-timeout", S::Election, true, "<ms>", "same as -peer-election-timeout (default 200)"),
     boolean("debug", S::VeryVerbose, true, "same as -vv"),
-    boolean("force-new-cluster", S::ForceNewCluster, true, "not supported (an error when true)"),
+    boolean("force-new-cluster", S::ForceNewCluster, true, "start from this member's data as a cluster of one, the other members removed (disaster recovery; see docs/operations.md)"),
     boolean("enable-v2", S::EnableV2, true, "accepted and ignored (the v2 API is always on)"),
     number("max-snapshots", S::MaxSnapshots, true, "<n>", "accepted and ignored"),
     number("max-wals", S::MaxWals, true, "<n>", "accepted and ignored"),

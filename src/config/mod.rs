@@ -79,7 +79,7 @@
 //! [`usage`] on stderr and exits with status 2 (D12); help goes to stdout with status 0.
 //! Files named by flags are not opened here, except the `-CF`/`-peers-file` peer list, which
 //! is read while parsing. Flags of features this server does not have (`-config`,
-//! `-discovery`, `--force-new-cluster`, `--proxy` other than `off`) are rejected with a clear
+//! `-discovery`, `--proxy` other than `off`) are rejected with a clear
 //! message rather than silently ignored; `-w`, `-cpuprofile`, `--max-snapshots`,
 //! `--max-wals` and `--enable-v2` are accepted and have no effect.
 
@@ -229,6 +229,8 @@ pub struct Config {
     pub initial_cluster_token: String,
     /// `-f`/`-force`: discard this server's files in the data directory first.
     pub force: bool,
+    /// `--force-new-cluster`: restart from this member's data as a cluster of one.
+    pub force_new_cluster: bool,
     /// Number of events kept for watches (`-m`, `-max-result-buffer`); default 1000.
     pub history_size: usize,
     /// Join attempts (`-r`, `-max-retry-attempts`); default 3.
@@ -270,6 +272,7 @@ impl Default for Config {
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: DEFAULT_TOKEN.to_string(),
             force: false,
+            force_new_cluster: false,
             history_size: DEFAULT_HISTORY,
             max_retry: DEFAULT_MAX_RETRY,
             max_cluster_size: DEFAULT_MAX_CLUSTER_SIZE,
@@ -796,9 +799,6 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
             "-discovery is not supported; use -C/-peers or --initial-cluster",
         ));
     }
-    if s.flag(S::ForceNewCluster) {
-        return Err(usage_error("--force-new-cluster is not supported"));
-    }
     if let Some(g) = s.text(S::Proxy)
         && g.value.trim() != "off"
     {
@@ -922,6 +922,7 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         initial_cluster_state,
         initial_cluster_token,
         force: s.flag(S::Force),
+        force_new_cluster: s.flag(S::ForceNewCluster),
         history_size: s.number(S::HistorySize, DEFAULT_HISTORY, 1)?,
         max_retry: s.number(S::MaxRetry, DEFAULT_MAX_RETRY, 0)?,
         max_cluster_size: s.number(S::MaxClusterSize, DEFAULT_MAX_CLUSTER_SIZE, 1)?,

@@ -441,10 +441,8 @@ fn unsupported_features_are_errors() {
     assert!(
         err("-discovery https://discovery.etcd.io/x").starts_with("-discovery is not supported")
     );
-    assert_eq!(
-        err("--force-new-cluster"),
-        "--force-new-cluster is not supported"
-    );
+    assert!(run("--force-new-cluster").force_new_cluster);
+    assert!(run_env("", &[("ETCD_FORCE_NEW_CLUSTER", "true")]).force_new_cluster);
     assert_eq!(run("--force-new-cluster=false"), Config::default());
     assert!(err("--proxy on").starts_with("invalid value \"on\" for flag --proxy"));
     assert!(err_env("", &[("ETCD_DISCOVERY", "https://d/x")]).starts_with("-discovery"));

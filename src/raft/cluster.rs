@@ -19,11 +19,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use openraft::ChangeMembers;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::{ChangeMembers, CommittedLeaderId, EntryPayload, Vote};
 use serde::{Deserialize, Serialize};
 
+use super::log_store::LogStore;
 use super::node::RaftNode;
-use super::types::{Member, NodeId};
+use super::types::{Member, NodeId, StoredMembership, TypeConfig};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 
@@ -282,6 +284,85 @@ pub async fn remove(node: &RaftNode, id: NodeId) -> Result<(), EtcdError> {
         .await
         .map_err(|e| EtcdError::raft(format!("membership change failed: {e}")))?;
     Ok(())
+}
+
+/// `--force-new-cluster`: make this member, from its own data, a cluster of one. Before Raft
+/// starts, the log gets one more entry, a configuration with this member as the only voter
+/// (at a term above any it has seen, with a vote for itself at that term); Raft then starts
+/// with that configuration, elects this member at once and commits the entry with its first
+/// one. Everything in the log stays, including entries this member did not know to be
+/// committed (etcd drops those; keeping them never loses an acknowledged write, and a write
+/// whose outcome was unknown may then turn out applied, which its client allows for).
+///
+/// Returns the members the configuration dropped (for the caller to unregister once this
+/// member leads); empty when the log is empty (a new cluster: nothing to force) or this
+/// member is already alone.
+pub async fn force_new_cluster(
+    log: &mut LogStore,
+    applied: &StoredMembership,
+    id: NodeId,
+    me: &Member,
+) -> Result<Vec<(NodeId, Member)>, String> {
+    let state = log.get_log_state().await.map_err(|e| e.to_string())?;
+    let Some(last) = state.last_log_id else {
+        return Ok(Vec::new());
+    };
+    // The configuration in force: the last one in the log, else the applied one.
+    let mut config = applied.membership().clone();
+    let mut from = state.last_purged_log_id.map_or(0, |l| l.index + 1);
+    while from <= last.index {
+        let to = (from + 1024).min(last.index + 1);
+        let entries = log
+            .try_get_log_entries(from..to)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in entries {
+            if let EntryPayload::Membership(m) = e.payload {
+                config = m;
+            }
+        }
+        from = to;
+    }
+    if config.get_node(&id).is_none() {
+        return Err(format!(
+            "this member ({id:x}) is not in the configuration its log holds; \
+             --force-new-cluster needs a member's own data directory"
+        ));
+    }
+    let dropped: Vec<(NodeId, Member)> = config
+        .nodes()
+        .filter(|(n, _)| **n != id)
+        .map(|(n, m)| (*n, m.clone()))
+        .collect();
+    let alone = config.voter_ids().eq([id]);
+    if dropped.is_empty() && alone {
+        tracing::info!("--force-new-cluster: this member is already a cluster of one");
+        return Ok(Vec::new());
+    }
+    let vote = log.read_vote().await.map_err(|e| e.to_string())?;
+    let term = vote
+        .map_or(0, |v| v.leader_id().get_term())
+        .max(last.leader_id.get_term())
+        + 1;
+    let entry = openraft::Entry::<TypeConfig> {
+        log_id: openraft::LogId::new(CommittedLeaderId::new(term, id), last.index + 1),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![BTreeSet::from([id])],
+            BTreeMap::from([(id, me.clone())]),
+        )),
+    };
+    log.save_vote(&Vote::new(term, id))
+        .await
+        .map_err(|e| e.to_string())?;
+    log.write_entries([entry]).map_err(|e| e.to_string())?;
+    tracing::warn!(
+        index = last.index + 1,
+        term,
+        removed = %dropped.iter().map(|(_, m)| m.to_string()).collect::<Vec<_>>().join(", "),
+        "--force-new-cluster: this member is now a cluster of one; the other members are removed \
+         (never restart them with their old data: add members afresh)"
+    );
+    Ok(dropped)
 }
 
 #[cfg(test)]

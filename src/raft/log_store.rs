@@ -518,6 +518,58 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+impl LogStore {
+    /// Append entries and sync them (what [`RaftLogStorage::append`] does, without Raft's
+    /// callback: for `--force-new-cluster`, which writes one entry before Raft starts).
+    pub fn write_entries<I>(&mut self, entries: I) -> Result<(), WalError>
+    where
+        I: IntoIterator<Item = RaftEntry>,
+    {
+        // Encode outside the lock; one payload per call, split only when it would not fit
+        // into a segment (then every part is synced in turn, the callback after the last).
+        let mut jobs = Vec::new();
+        let mut payload = Vec::new();
+        let mut placed = Vec::new();
+        let mut cached = Vec::new();
+        let mut scratch = Vec::new();
+        for entry in entries {
+            scratch.clear();
+            codec::encode_entry(&mut scratch, &entry);
+            if !payload.is_empty() && payload.len() + scratch.len() + 16 > self.max_payload {
+                jobs.push((std::mem::take(&mut payload), std::mem::take(&mut placed)));
+            }
+            if scratch.len() + 16 > self.max_payload {
+                return Err(WalError::Stopped(format!(
+                    "log entry {} is {} bytes, more than a segment holds",
+                    entry.log_id.index,
+                    scratch.len()
+                )));
+            }
+            payload.push(rec::ENTRY);
+            Enc(&mut payload).varint(scratch.len() as u64);
+            let off = payload.len() as u32;
+            payload.extend_from_slice(&scratch);
+            placed.push((entry.log_id, off, scratch.len() as u32));
+            cached.push((entry, scratch.len() as u32));
+        }
+        if !payload.is_empty() {
+            jobs.push((payload, placed));
+        }
+        {
+            let mut st = self.shared.state();
+            for (entry, size) in cached {
+                st.push(entry.log_id, Some(entry), size);
+            }
+        }
+        let mut writer = self.writer();
+        let res = jobs
+            .into_iter()
+            .try_for_each(|(payload, entries)| writer.append(payload, &entries));
+        drop(writer);
+        res
+    }
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
@@ -575,47 +627,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = RaftEntry> + Send,
         I::IntoIter: Send,
     {
-        // Encode outside the lock; one payload per call, split only when it would not fit
-        // into a segment (then every part is synced in turn, the callback after the last).
-        let mut jobs = Vec::new();
-        let mut payload = Vec::new();
-        let mut placed = Vec::new();
-        let mut cached = Vec::new();
-        let mut scratch = Vec::new();
-        for entry in entries {
-            scratch.clear();
-            codec::encode_entry(&mut scratch, &entry);
-            if !payload.is_empty() && payload.len() + scratch.len() + 16 > self.max_payload {
-                jobs.push((std::mem::take(&mut payload), std::mem::take(&mut placed)));
-            }
-            if scratch.len() + 16 > self.max_payload {
-                return Err(write_err(WalError::Stopped(format!(
-                    "log entry {} is {} bytes, more than a segment holds",
-                    entry.log_id.index,
-                    scratch.len()
-                ))));
-            }
-            payload.push(rec::ENTRY);
-            Enc(&mut payload).varint(scratch.len() as u64);
-            let off = payload.len() as u32;
-            payload.extend_from_slice(&scratch);
-            placed.push((entry.log_id, off, scratch.len() as u32));
-            cached.push((entry, scratch.len() as u32));
-        }
-        if !payload.is_empty() {
-            jobs.push((payload, placed));
-        }
-        {
-            let mut st = self.shared.state();
-            for (entry, size) in cached {
-                st.push(entry.log_id, Some(entry), size);
-            }
-        }
-        let mut writer = self.writer();
-        let res = jobs
-            .into_iter()
-            .try_for_each(|(payload, entries)| writer.append(payload, &entries));
-        drop(writer);
+        let res = self.write_entries(entries);
         callback.log_io_completed(res.clone().map_err(io::Error::other));
         res.map_err(write_err)
     }
