@@ -162,6 +162,9 @@ pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if cfg.proxy != crate::config::ProxyMode::Off {
+        return crate::proxy::run(cfg, shutdown).await;
+    }
     let _dir_lock = prepare_data_dir(&mut cfg)?;
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
@@ -172,7 +175,6 @@ pub async fn run(
 
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
     let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
-    let id = node_id(&disk, &cfg)?;
     let wal_dir = cfg.data_dir.join(WAL_DIR);
     crate::raft::migrate::legacy_log(&disk, &wal_dir).await?;
     let had_log = crate::raft::wal::has_segments(&wal_dir);
@@ -190,6 +192,39 @@ pub async fn run(
         write_u64(&disk, META_WAL, 1)?;
     }
     let mut log_failure = log_store.failure();
+    let log_empty = log_store
+        .get_log_state()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .last_log_id
+        .is_none();
+    if let Some(url) = cfg.discovery.clone() {
+        if log_empty {
+            // As etcd: the discovery URL is the cluster token, so every member computes the
+            // same ids from the registered peer URLs.
+            cfg.initial_cluster_token = url.clone();
+            let id = node_id(&disk, &cfg)?;
+            match crate::discovery::bootstrap(&url, id, &cfg.name, &cfg.peer_url).await {
+                Ok(members) => {
+                    cfg.initial_cluster = members;
+                    cfg.initial_cluster_state = ClusterState::New;
+                }
+                Err(crate::discovery::Failure::Full { why, members })
+                    if cfg.discovery_fallback_proxy =>
+                {
+                    tracing::warn!("{why}; becoming a proxy (--discovery-fallback proxy)");
+                    drop((client_listener, peer_listener, log_store, disk, _dir_lock));
+                    cfg.initial_cluster = members;
+                    cfg.proxy = crate::config::ProxyMode::On;
+                    return crate::proxy::run(cfg, shutdown).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            tracing::info!("this member has a log: the discovery URL is not used");
+        }
+    }
+    let id = node_id(&disk, &cfg)?;
     let (sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
     let me = Member {
         name: cfg.name.clone(),
@@ -431,7 +466,7 @@ fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
 }
 
 /// Serve `router` on `listener` (over TLS when `tls` is given) until `stop` turns true.
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,

@@ -15,7 +15,7 @@
 //! the certificate) is one error line naming the file.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +138,37 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, Error> {
             }),
         _ => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// The client side for services on the open network (an `https://` discovery URL): the
+/// system's trusted roots (`SSL_CERT_FILE`, else the usual bundle paths), no client
+/// certificate. Without a bundle, no `https://` server is trusted (the error says so).
+pub fn public_client_config() -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(PathBuf::from),
+        );
+    for path in candidates {
+        if let Ok(iter) = CertificateDer::pem_file_iter(&path) {
+            let (added, _) = roots.add_parsable_certificates(iter.filter_map(|c| c.ok()));
+            if added > 0 {
+                break;
+            }
+        }
+    }
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the default protocol versions are supported")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// v0.1's peer behaviour without a CA file: any server certificate is accepted (the

@@ -2559,3 +2559,322 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
         r.body
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// discovery and proxy
+
+/// The 2.x flags of a member that bootstraps through `durl` (no `--initial-cluster`).
+fn discovery_args(p: &Proc, durl: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-v",
+        "--name",
+        p.name(),
+        "--data-dir",
+        &p.data_dir(),
+        "--listen-client-urls",
+        &p.client_url(),
+        "--advertise-client-urls",
+        &p.client_url(),
+        "--listen-peer-urls",
+        &p.peer_url(),
+        "--initial-advertise-peer-urls",
+        &p.peer_url(),
+        "--discovery",
+        durl,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `--discovery` against a directory of an etcd keys API (the discovery service keeps its
+/// tokens in such a directory of its etcd; `tests/interop/operators.py` runs the real service
+/// from Debian): three members that start together form one cluster with the ids and names
+/// they registered; a fourth is refused (exit 1, one line saying the cluster is full), or
+/// with `--discovery-fallback proxy` becomes a proxy; a restarted member does not need the
+/// discovery service.
+#[test]
+fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
+    let mut registry = common::Node::start("registry");
+    let token = "/v2/keys/_etcd/registry/5f6a1c0e9d2b4a7c8e1f3a5b7c9d0e2f";
+    let r = common::put_form(
+        &registry.client,
+        &format!("{token}/_config/size"),
+        &[("value", "3")],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let durl = format!("http://{}{token}", registry.client);
+
+    let mut procs: Vec<Proc> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|n| Proc::prepare(n, &[]))
+        .collect();
+    for p in procs.iter_mut() {
+        p.node.args = discovery_args(p, &durl, &[]);
+        p.spawn();
+        // One after the other: the first ones wait for the rest.
+        thread::sleep(Duration::from_millis(300));
+    }
+    for p in procs.iter_mut() {
+        p.wait_ready(Duration::from_secs(30));
+    }
+    let mut cl = Cluster { p: procs };
+    let all = [0, 1, 2];
+    cl.wait_views(&all, &all, Duration::from_secs(20));
+    // The registrations: the members' ids (hex) -> name=peer URL.
+    let listing = common::get(&registry.client, &format!("{token}?recursive=true"));
+    let members = parse(&cl.get(0, "/v2/members")).unwrap();
+    for m in members["members"].as_array().unwrap() {
+        let want = format!(
+            "{{\"key\":\"{}/{}\",\"value\":\"{}={}\"",
+            token.trim_start_matches("/v2/keys"),
+            m["id"].as_str().unwrap(),
+            m["name"].as_str().unwrap(),
+            m["peerURLs"][0].as_str().unwrap()
+        );
+        ensure!(
+            cl,
+            listing.body.contains(&want),
+            "registry lacks {want}: {}",
+            listing.body
+        );
+    }
+    let r = cl.form(1, "PUT", "/v2/keys/disc/k", &[("value", "v")]);
+    ensure!(cl, r.status == 201, "write: {} {}", r.status, r.body);
+
+    // A fourth member finds the cluster full and stops.
+    let mut late = Proc::prepare("d4", &[]);
+    late.node.args = discovery_args(&late, &durl, &[]);
+    late.spawn();
+    let st = late.wait_exit(Duration::from_secs(20));
+    let log = late.tail(20);
+    ensure!(
+        cl,
+        st.and_then(|s| s.code()) == Some(1),
+        "fourth member: {st:?}\n{log}"
+    );
+    ensure!(
+        cl,
+        log.contains("the cluster is full: 3 members registered already"),
+        "{log}"
+    );
+    let r = cl.get(0, "/v2/members");
+    ensure!(
+        cl,
+        parse(&r).unwrap()["members"].as_array().map(Vec::len) == Some(3),
+        "{}",
+        r.body
+    );
+
+    // With --discovery-fallback proxy it serves the cluster as a proxy instead.
+    let mut proxy = Proc::prepare("d5", &[]);
+    proxy.node.args = discovery_args(&proxy, &durl, &["--discovery-fallback", "proxy"]);
+    proxy.spawn();
+    proxy.wait_ready(Duration::from_secs(30));
+    let r = common::get(proxy.client(), "/v2/keys/disc/k?quorum=true");
+    ensure!(
+        cl,
+        r.status == 200 && r.json()["node"]["value"] == "v",
+        "through the fallback proxy: {} {}",
+        r.status,
+        r.body
+    );
+    let r = common::put_form(proxy.client(), "/v2/keys/disc/p", &[("value", "via-proxy")]);
+    ensure!(
+        cl,
+        r.status == 201,
+        "write through the fallback proxy: {} {}",
+        r.status,
+        r.body
+    );
+    proxy.term();
+
+    // A restarted member has a log: it never asks the (now gone) discovery service.
+    registry.stop();
+    let st = cl.p[0].term();
+    ensure!(cl, st.success(), "{st:?}");
+    cl.p[0].spawn();
+    cl.p[0].wait_ready(Duration::from_secs(30));
+    cl.wait_views(&all, &all, Duration::from_secs(20));
+    let r = cl.get(0, "/v2/keys/disc/p?quorum=true");
+    ensure!(
+        cl,
+        r.status == 200 && parse(&r).unwrap()["node"]["value"] == "via-proxy",
+        "{} {}",
+        r.status,
+        r.body
+    );
+}
+
+/// `--proxy on` with `--initial-cluster`: the client API through the proxy (writes, reads,
+/// the members API), a recursive watcher that resumes from its index through the proxy sees
+/// every change while the member it may be connected to is killed; `--proxy readonly`
+/// answers writes with 501; with no member left, etcd's 502/503 answers.
+#[test]
+fn proxy_forwards_fails_over_and_streams_watches() {
+    let mut cl = Cluster::v01(3, &[]);
+    let initial = initial_cluster(&cl.p);
+    let mut proxy = Proc::prepare("proxy", &[]);
+    proxy.node.args = vec![
+        "-v".into(),
+        "--proxy".into(),
+        "on".into(),
+        "--listen-client-urls".into(),
+        proxy.client_url(),
+        "--initial-cluster".into(),
+        initial.clone(),
+        "--proxy-failure-wait".into(),
+        "1000".into(),
+    ];
+    proxy.spawn();
+    proxy.wait_ready(Duration::from_secs(20));
+    let pa = proxy.client().to_string();
+
+    let r = common::put_form(&pa, "/v2/keys/px/a", &[("value", "1")]);
+    ensure!(
+        cl,
+        r.status == 201 && r.header("X-Etcd-Index").is_some(),
+        "write via proxy: {} {:?} {}",
+        r.status,
+        r.headers,
+        r.body
+    );
+    let index: u64 = r.json()["node"]["modifiedIndex"].as_u64().unwrap();
+    for i in 0..3 {
+        let r = cl.get(i, "/v2/keys/px/a?quorum=true");
+        ensure!(
+            cl,
+            r.status == 200 && parse(&r).unwrap()["node"]["value"] == "1",
+            "{} {}",
+            r.status,
+            r.body
+        );
+    }
+    let r = common::get(&pa, "/v2/members");
+    ensure!(
+        cl,
+        r.status == 200 && r.json()["members"].as_array().map(Vec::len) == Some(3),
+        "members via proxy: {}",
+        r.body
+    );
+    let r = common::get(&pa, "/v2/keys/px/missing");
+    ensure!(
+        cl,
+        r.status == 404 && r.json()["errorCode"] == 100,
+        "404 via proxy: {} {}",
+        r.status,
+        r.body
+    );
+
+    // A watcher through the proxy, resuming from the next index whenever its connection
+    // breaks, must see v0..v9 in order.
+    let (watch_addr, want) = (pa.clone(), 10);
+    let watcher = thread::spawn(move || {
+        let mut next = index + 1;
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while seen.len() < want && Instant::now() < deadline {
+            let path = format!("/v2/keys/px/w?wait=true&waitIndex={next}");
+            if let Ok(r) = call_t(&watch_addr, "GET", &path, "", Duration::from_secs(10))
+                && r.status == 200
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body)
+            {
+                seen.push(v["node"]["value"].as_str().unwrap_or("?").to_string());
+                next = v["node"]["modifiedIndex"].as_u64().unwrap_or(next) + 1;
+            } else {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        seen
+    });
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..want {
+        if i == 3 {
+            // Kill a member mid-stream (the leader stays, so the writes go on at once).
+            let leader = cl.leader(&[0, 1, 2], Duration::from_secs(5)).0;
+            let victim = (0..3).find(|&j| j != leader).unwrap();
+            cl.p[victim].kill9();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = call_t(
+                &pa,
+                "PUT",
+                "/v2/keys/px/w",
+                &format!("value=v{i}"),
+                Duration::from_secs(5),
+            );
+            if matches!(&r, Ok(r) if r.status / 100 == 2) {
+                break;
+            }
+            ensure!(
+                cl,
+                Instant::now() < deadline,
+                "write v{i} via the proxy: {r:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let seen = watcher.join().unwrap();
+    let expected: Vec<String> = (0..want).map(|i| format!("v{i}")).collect();
+    ensure!(cl, seen == expected, "the watcher saw {seen:?}");
+
+    // readonly: GET only.
+    let mut ro = Proc::prepare("ro", &[]);
+    ro.node.args = vec![
+        "--proxy".into(),
+        "readonly".into(),
+        "--listen-client-urls".into(),
+        ro.client_url(),
+        "--initial-cluster".into(),
+        initial,
+    ];
+    ro.spawn();
+    ro.wait_ready(Duration::from_secs(20));
+    let r = common::put_form(ro.client(), "/v2/keys/px/ro", &[("value", "x")]);
+    ensure!(
+        cl,
+        r.status == 501 && r.body.is_empty(),
+        "write via readonly proxy: {} {}",
+        r.status,
+        r.body
+    );
+    let r = common::get(ro.client(), "/v2/keys/px/a");
+    ensure!(
+        cl,
+        r.status == 200,
+        "read via readonly proxy: {} {}",
+        r.status,
+        r.body
+    );
+
+    // No member left: 502 for the request that finds them all down, then 503.
+    for p in cl.p.iter_mut() {
+        if p.running() {
+            p.kill9();
+        }
+    }
+    let r = common::get(&pa, "/v2/keys/px/a");
+    ensure!(
+        cl,
+        r.status == 502
+            && r.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("proxy: unable to get response from")),
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let r = common::get(&pa, "/v2/keys/px/a");
+    ensure!(
+        cl,
+        r.status == 503 && r.json()["message"] == "proxy: zero endpoints currently available",
+        "{} {}",
+        r.status,
+        r.body
+    );
+    proxy.term();
+    ro.term();
+}

@@ -190,6 +190,15 @@ pub fn v2_members(st: AppRef, method: &Method) -> Response {
     with_cluster(&st, admin_json(200, go_json(&body) + "\n"))
 }
 
+/// `GET /members` on the peer port: the members as a JSON array, as etcd 2.x serves it to
+/// its proxies and to members that join (a proxy learns the client URLs from it).
+pub fn peer_members(st: AppRef) -> Response {
+    let mut members = st.node.members();
+    members.sort_by_key(|(id, _)| *id);
+    let list: Vec<MemberJson> = members.iter().map(|(id, m)| member_json(*id, m)).collect();
+    with_cluster(&st, admin_json(200, go_json(&list) + "\n"))
+}
+
 /// `/v2/members/<id>`: `PUT` (new peer URLs) and `DELETE` (remove), as etcd 2.x answers them.
 pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Response {
     let method = req.method().clone();

@@ -42,8 +42,14 @@ pub(super) enum Setting {
     Version,
     ConfigFile,
     Discovery,
+    DiscoveryFallback,
+    DiscoveryProxy,
+    DiscoverySrv,
     ForceNewCluster,
     Proxy,
+    ProxyFailureWait,
+    ProxyRefreshInterval,
+    ProxyTimeout,
     EnableV2,
     MaxSnapshots,
     MaxWals,
@@ -196,7 +202,7 @@ pub(super) const V02_FLAGS: &[Flag] = &[
     number("peer-election-timeout", S::Election, true, "<ms>", "raft election timeout in ms, above the heartbeat (default 200)"),
     boolean("vvv", S::VeryVerbose, false, "same as -vv [ETCD_VERY_VERY_VERBOSE]"),
     text("config", S::ConfigFile, false, "<file>", "not supported: configuration files (an error)"),
-    text("discovery", S::Discovery, true, "<url>", "not supported: discovery service (an error)"),
+    text("discovery", S::Discovery, true, "<url>", "bootstrap a new cluster through a discovery service URL (etcd 2.x protocol)"),
 ];
 
 #[rustfmt::skip]
@@ -219,7 +225,15 @@ pub(super) const V2_FLAGS: &[Flag] = &[
     boolean("enable-v2", S::EnableV2, true, "accepted and ignored (the v2 API is always on)"),
     number("max-snapshots", S::MaxSnapshots, true, "<n>", "accepted and ignored"),
     number("max-wals", S::MaxWals, true, "<n>", "accepted and ignored"),
-    text("proxy", S::Proxy, true, "<off>", "only \"off\" is supported (default off)"),
+    text("proxy", S::Proxy, true, "<off|on|readonly>", "run as a proxy to the cluster of --initial-cluster or --discovery, holding no data; readonly refuses writes (default off)"),
+    number("proxy-failure-wait", S::ProxyFailureWait, true, "<ms>", "how long a proxy leaves a failed member alone (default 5000)"),
+    number("proxy-refresh-interval", S::ProxyRefreshInterval, true, "<ms>", "how often a proxy refreshes the member list (default 30000)"),
+    number("proxy-dial-timeout", S::ProxyTimeout, true, "<ms>", "accepted and ignored"),
+    number("proxy-write-timeout", S::ProxyTimeout, true, "<ms>", "accepted and ignored"),
+    number("proxy-read-timeout", S::ProxyTimeout, true, "<ms>", "accepted and ignored"),
+    text("discovery-fallback", S::DiscoveryFallback, true, "<exit|proxy>", "what a member does when discovery finds the cluster full (default exit)"),
+    text("discovery-proxy", S::DiscoveryProxy, true, "<url>", "not supported: an HTTP proxy for the discovery service (an error)"),
+    text("discovery-srv", S::DiscoverySrv, true, "<domain>", "not supported: discovery through DNS SRV records (an error)"),
 ];
 
 /// Usage sections, in the order they are printed, with the dash style shown there (any

@@ -79,7 +79,7 @@
 //! [`usage`] on stderr and exits with status 2 (D12); help goes to stdout with status 0.
 //! Files named by flags are not opened here, except the `-CF`/`-peers-file` peer list, which
 //! is read while parsing. Flags of features this server does not have (`-config`,
-//! `-discovery`, `--proxy` other than `off`) are rejected with a clear
+//! `--discovery-srv`, `--discovery-proxy`) are rejected with a clear
 //! message rather than silently ignored; `-w`, `-cpuprofile`, `--max-snapshots`,
 //! `--max-wals` and `--enable-v2` are accepted and have no effect.
 
@@ -104,6 +104,8 @@ const DEFAULT_MAX_CLUSTER_SIZE: usize = 9;
 const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 const DEFAULT_HEARTBEAT_MS: u64 = 50;
 const DEFAULT_ELECTION_MS: u64 = 200;
+const DEFAULT_PROXY_FAILURE_WAIT_MS: u64 = 5000;
+const DEFAULT_PROXY_REFRESH_MS: u64 = 30000;
 
 /// What the command line asks for.
 // `Run` is much larger than the other variants; the value is built once per process, so
@@ -199,6 +201,15 @@ pub enum ListenGiven {
     HostAndPort,
 }
 
+/// `--proxy`: off (a member), on (a proxy), readonly (a proxy that refuses writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    #[default]
+    Off,
+    On,
+    ReadOnly,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -231,6 +242,17 @@ pub struct Config {
     pub force: bool,
     /// `--force-new-cluster`: restart from this member's data as a cluster of one.
     pub force_new_cluster: bool,
+    /// `--discovery`: bootstrap through this discovery URL (a new member only).
+    pub discovery: Option<String>,
+    /// `--discovery-fallback proxy`: become a proxy when discovery finds the cluster full
+    /// (default: exit with an error).
+    pub discovery_fallback_proxy: bool,
+    /// `--proxy`: serve the client API by forwarding to the cluster's members.
+    pub proxy: ProxyMode,
+    /// `--proxy-failure-wait` (ms): how long a failed member is left alone.
+    pub proxy_failure_wait_ms: u64,
+    /// `--proxy-refresh-interval` (ms): how often the member list is refreshed.
+    pub proxy_refresh_ms: u64,
     /// Number of events kept for watches (`-m`, `-max-result-buffer`); default 1000.
     pub history_size: usize,
     /// Join attempts (`-r`, `-max-retry-attempts`); default 3.
@@ -273,6 +295,11 @@ impl Default for Config {
             initial_cluster_token: DEFAULT_TOKEN.to_string(),
             force: false,
             force_new_cluster: false,
+            discovery: None,
+            discovery_fallback_proxy: false,
+            proxy: ProxyMode::Off,
+            proxy_failure_wait_ms: DEFAULT_PROXY_FAILURE_WAIT_MS,
+            proxy_refresh_ms: DEFAULT_PROXY_REFRESH_MS,
             history_size: DEFAULT_HISTORY,
             max_retry: DEFAULT_MAX_RETRY,
             max_cluster_size: DEFAULT_MAX_CLUSTER_SIZE,
@@ -794,16 +821,61 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
             "-config files are not supported; use flags or ETCD_* variables",
         ));
     }
-    if s.text(S::Discovery).is_some() {
+    if s.text(S::DiscoverySrv).is_some() {
         return Err(usage_error(
-            "-discovery is not supported; use -C/-peers or --initial-cluster",
+            "--discovery-srv (DNS SRV discovery) is not supported; use --discovery with a token URL or --initial-cluster",
         ));
     }
-    if let Some(g) = s.text(S::Proxy)
-        && g.value.trim() != "off"
-    {
-        return Err(g.invalid("only \"off\" is supported (this server is never a proxy)"));
+    if s.text(S::DiscoveryProxy).is_some() {
+        return Err(usage_error(
+            "--discovery-proxy is not supported; the discovery URL is reached directly",
+        ));
     }
+    let proxy = match s.text(S::Proxy) {
+        None => ProxyMode::Off,
+        Some(g) => match g.value.trim() {
+            "off" => ProxyMode::Off,
+            "on" => ProxyMode::On,
+            "readonly" => ProxyMode::ReadOnly,
+            _ => return Err(g.invalid("must be \"off\", \"on\" or \"readonly\"")),
+        },
+    };
+    let discovery = match s.text(S::Discovery) {
+        None => None,
+        Some(g) => {
+            let url = g.value.trim().to_string();
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            });
+            if !ok {
+                return Err(g.invalid(
+                    "expected an http:// or https:// URL, e.g. https://discovery.etcd.io/<token>",
+                ));
+            }
+            if s.get(S::InitialCluster).is_some() || s.get(S::JoinList).is_some() {
+                return Err(usage_error(
+                    "--discovery cannot be combined with --initial-cluster or -C/-peers: the discovery service gives the member list",
+                ));
+            }
+            Some(url)
+        }
+    };
+    let discovery_fallback_proxy = match s.text(S::DiscoveryFallback) {
+        None => false,
+        Some(g) => match g.value.trim() {
+            "exit" => false,
+            "proxy" => true,
+            _ => return Err(g.invalid("must be \"exit\" or \"proxy\"")),
+        },
+    };
+    if proxy != ProxyMode::Off && discovery.is_none() && s.get(S::InitialCluster).is_none() {
+        return Err(usage_error(
+            "--proxy needs the cluster's members: --initial-cluster or --discovery",
+        ));
+    }
+    let proxy_failure_wait_ms = s.number(S::ProxyFailureWait, DEFAULT_PROXY_FAILURE_WAIT_MS, 1)?;
+    let proxy_refresh_ms = s.number(S::ProxyRefreshInterval, DEFAULT_PROXY_REFRESH_MS, 1)?;
+    s.number::<u64>(S::ProxyTimeout, 0, 0)?;
     s.number::<u64>(S::MaxSnapshots, 0, 0)?;
     s.number::<u64>(S::MaxWals, 0, 0)?;
 
@@ -824,6 +896,8 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         None => Vec::new(),
     };
     let own_entry = match s.get(S::InitialCluster) {
+        // A proxy is not among the members it lists.
+        Some(_) if proxy != ProxyMode::Off => None,
         Some(g) if !initial_cluster.is_empty() => {
             let Some((_, url)) = initial_cluster.iter().find(|(n, _)| *n == name) else {
                 return Err(usage_error(format!(
@@ -923,6 +997,11 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         initial_cluster_token,
         force: s.flag(S::Force),
         force_new_cluster: s.flag(S::ForceNewCluster),
+        discovery,
+        discovery_fallback_proxy,
+        proxy,
+        proxy_failure_wait_ms,
+        proxy_refresh_ms,
         history_size: s.number(S::HistorySize, DEFAULT_HISTORY, 1)?,
         max_retry: s.number(S::MaxRetry, DEFAULT_MAX_RETRY, 0)?,
         max_cluster_size: s.number(S::MaxClusterSize, DEFAULT_MAX_CLUSTER_SIZE, 1)?,

@@ -438,15 +438,60 @@ fn unsupported_features_are_errors() {
         err("-config /etc/etcd.toml"),
         "-config files are not supported; use flags or ETCD_* variables"
     );
-    assert!(
-        err("-discovery https://discovery.etcd.io/x").starts_with("-discovery is not supported")
-    );
     assert!(run("--force-new-cluster").force_new_cluster);
     assert!(run_env("", &[("ETCD_FORCE_NEW_CLUSTER", "true")]).force_new_cluster);
     assert_eq!(run("--force-new-cluster=false"), Config::default());
-    assert!(err("--proxy on").starts_with("invalid value \"on\" for flag --proxy"));
-    assert!(err_env("", &[("ETCD_DISCOVERY", "https://d/x")]).starts_with("-discovery"));
-    assert!(err_env("", &[("ETCD_PROXY", "readonly")]).contains("ETCD_PROXY"));
+    assert!(
+        err("--discovery-srv example.com")
+            .starts_with("--discovery-srv (DNS SRV discovery) is not supported")
+    );
+    assert!(
+        err("--discovery-proxy http://p:8080 --discovery http://d/t")
+            .starts_with("--discovery-proxy is not supported")
+    );
+}
+
+#[test]
+fn discovery_and_proxy_flags() {
+    let c = run("-discovery https://discovery.etcd.io/abc");
+    assert_eq!(
+        c.discovery.as_deref(),
+        Some("https://discovery.etcd.io/abc")
+    );
+    assert!(!c.discovery_fallback_proxy);
+    let c = run_env("", &[("ETCD_DISCOVERY", "http://127.0.0.1:8087/t")]);
+    assert_eq!(c.discovery.as_deref(), Some("http://127.0.0.1:8087/t"));
+    assert!(run("--discovery http://d/t --discovery-fallback proxy").discovery_fallback_proxy);
+    assert!(
+        err("--discovery http://d/t --discovery-fallback maybe")
+            .contains("must be \"exit\" or \"proxy\"")
+    );
+    assert!(err("--discovery d/t").contains("http://"));
+    assert!(
+        err("--discovery http://d/t --initial-cluster n=http://127.0.0.1:7001 --name n")
+            .starts_with("--discovery cannot be combined")
+    );
+    assert!(
+        err("--discovery http://d/t -C 127.0.0.1:7001")
+            .starts_with("--discovery cannot be combined")
+    );
+
+    let c = run("--proxy on --initial-cluster a=http://127.0.0.1:7001,b=http://127.0.0.1:7002");
+    assert_eq!(c.proxy, ProxyMode::On);
+    assert_eq!(c.proxy_failure_wait_ms, 5000);
+    assert_eq!(c.proxy_refresh_ms, 30000);
+    let c = run_env(
+        "--proxy-refresh-interval 1000 --proxy-failure-wait 200 --proxy-dial-timeout 1000",
+        &[
+            ("ETCD_PROXY", "readonly"),
+            ("ETCD_INITIAL_CLUSTER", "a=http://127.0.0.1:7001"),
+        ],
+    );
+    assert_eq!(c.proxy, ProxyMode::ReadOnly);
+    assert_eq!((c.proxy_refresh_ms, c.proxy_failure_wait_ms), (1000, 200));
+    assert_eq!(run("--proxy off"), Config::default());
+    assert!(err("--proxy on").starts_with("--proxy needs the cluster's members"));
+    assert!(err("--proxy sometimes").contains("must be \"off\", \"on\" or \"readonly\""));
 }
 
 // --- addresses ---
