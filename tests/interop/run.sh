@@ -3,11 +3,12 @@
 #
 #   bash tests/interop/run.sh
 #
-# 1. installs what it needs (idempotent, quick when present): Debian etcd-server and
-#    etcd-client (etcd 3.4 + etcdctl), a venv under target/interop with python-etcd from
+# 1. installs what it needs (idempotent, quick when present): Debian etcd-server,
+#    etcd-client (etcd 3.4 + etcdctl) and etcd-discovery (discovery.etcd.io), a venv
 #    PyPI, and python-etcd's sdist (for its own integration tests);
 # 2. builds target/debug/etcd (cargo build --bin etcd);
-# 3. runs differential.py, etcdctl_compare.py, pyetcd_client.py, pyetcd_upstream.py.
+# 3. runs differential.py, etcdctl_compare.py, pyetcd_client.py, pyetcd_upstream.py,
+#    operators.py (discovery and proxy with the real discovery service and etcdctl).
 #
 # Every server runs on free loopback ports in temp dirs and is killed by PID by the Python
 # harness. Output: one line per check, then "N passed, M failed, K skipped" alone on the
@@ -51,9 +52,11 @@ if ! [ -x /usr/bin/etcd ] || ! [ -x /usr/bin/etcdctl ]; then
     need_apt=1
 elif ! /usr/bin/etcd --version 2>/dev/null | grep -q '^etcd Version: 3\.4\.'; then
     need_apt=1
+elif ! [ -x /usr/bin/discovery.etcd.io ]; then
+    need_apt=1
 fi
 if [ "$need_apt" = 1 ]; then
-    log "installing etcd-server etcd-client from Debian"
+    log "installing etcd-server etcd-client etcd-discovery from Debian"
     created_policy=0
     # never let the package start a system etcd service
     if ! [ -e /usr/sbin/policy-rc.d ]; then
@@ -63,8 +66,8 @@ if [ "$need_apt" = 1 ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     timeout 600 apt-get -o DPkg::Lock::Timeout=120 update -q >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log"; die "apt-get update failed"; }
-    timeout 900 apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends etcd-server etcd-client >>"$WORK/apt.log" 2>&1 \
-        || { tail -20 "$WORK/apt.log"; die "apt-get install etcd-server etcd-client failed"; }
+    timeout 900 apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends etcd-server etcd-client etcd-discovery >>"$WORK/apt.log" 2>&1 \
+        || { tail -20 "$WORK/apt.log"; die "apt-get install etcd-server etcd-client etcd-discovery failed"; }
     [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 /usr/bin/etcd --version | head -1 | sed 's/^/[interop] reference: /'
@@ -140,6 +143,7 @@ else
     echo "FAIL  python-etcd sdist not available ($SDIST)"
     TOTAL_F=$((TOTAL_F + 1))
 fi
+run_suite operators 300 python3 operators.py
 
 echo
 echo "==================== interop summary ($(( $(date +%s) - START ))s)"
