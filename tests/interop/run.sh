@@ -4,7 +4,8 @@
 #   bash tests/interop/run.sh
 #
 # 1. installs what it needs (idempotent, quick when present): Debian etcd-server,
-#    etcd-client (etcd 3.4 + etcdctl) and etcd-discovery (discovery.etcd.io), a venv
+#    etcd-client (etcd 3.4 + etcdctl) and etcd-discovery (discovery.etcd.io), a venv under
+#    target/interop with python-etcd from
 #    PyPI, and python-etcd's sdist (for its own integration tests);
 # 2. builds target/debug/etcd (cargo build --bin etcd);
 # 3. runs differential.py, etcdctl_compare.py, pyetcd_client.py, pyetcd_upstream.py,
