@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EtcdError;
 use crate::store::{Event, Store, path};
 
-/// Where cluster members are registered (v0.1's machine registry, Decision D8).
+/// Where cluster members are registered (v0.1's machine registry, the choices in docs/api.md).
 pub const MACHINES_DIR: &str = "/_etcd/machines";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -100,7 +100,7 @@ impl Code {
         }
     }
 
-    /// HTTP status for this code (the v2 mapping, used by both APIs: Decision D2).
+    /// HTTP status for this code (the v2 mapping, used by both APIs: the choices in docs/api.md).
     pub fn http_status(self) -> u16 {
         use Code::*;
         match self {

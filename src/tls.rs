@@ -1,4 +1,4 @@
-//! TLS for the client and peer ports, with rustls and the ring provider (Decision D14).
+//! TLS for the client and peer ports, with rustls and the ring provider (the choices in docs/operations.md).
 //!
 //! * A port serves HTTPS when it has a certificate and a key. With a CA file as well, a client
 //!   certificate chained to that CA is *required*: anything else fails the handshake before a

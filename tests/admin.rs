@@ -1,6 +1,6 @@
 //! Black-box tests of the admin endpoints of the client port: `/version`, `GET /`, `/health`,
 //! `/v2/machines`, `/v2/leader`, `/v2/members`, `/v2/stats/{self,store,leader}`, `/metrics`
-//! (API.md 4.1-4.3, 3.13, Decisions D3, D9, D10), and one store behind `/v1` and `/v2` (D4).
+//! (docs/api.md), and one store behind `/v1` and `/v2` (docs/api.md).
 
 mod common;
 
@@ -286,7 +286,7 @@ fn machines_and_leader() {
         "POST /v2/machines",
     );
 
-    // Decision D3: /v2/leader is the leader's peer URL as plain text.
+    // the choices in docs/api.md: /v2/leader is the leader's peer URL as plain text.
     let r = get(a, "/v2/leader");
     assert_eq!(r.status, 200);
     assert_eq!(ct(&r), Some("text/plain; charset=utf-8"));
@@ -749,7 +749,7 @@ fn metrics_are_prometheus_text() {
 }
 
 // ---------------------------------------------------------------------------------------
-// one store behind /v1 and /v2 (D4)
+// one store behind /v1 and /v2 (docs/api.md)
 
 #[test]
 fn v1_and_v2_share_keys_and_index() {

@@ -1,5 +1,5 @@
 //! Black-box tests of `/v2/auth` and of the permission checks on `/v2/keys` (etcd 2.3
-//! semantics, spec/API.md 4.4). Every expected status, header and body below was taken from
+//! semantics, docs/api.md). Every expected status, header and body below was taken from
 //! the real etcd 3.4 (`--enable-v2=true`) answering the same requests.
 //!
 //! The equivalent curl for most steps: `curl -u root:rootpw -X PUT

@@ -1,5 +1,5 @@
-//! The `etcd` binary as a process: command line (D12), exit codes, start-up failures,
-//! the data directory (`-f`, `info`, D11), signals and logging.
+//! The `etcd` binary as a process: command line (docs/operations.md), exit codes, start-up failures,
+//! the data directory (`-f`, `info`, docs/operations.md), signals and logging.
 //!
 //! Every test runs real processes with a scrubbed environment (no `ETCD_*`, no `RUST_LOG`)
 //! in a temporary working directory, and bounds every wait.

@@ -1,7 +1,7 @@
 //! Multi-node behaviour, black box: joining (`-C`, `-CF`, through a follower, `-maxsize`),
 //! restarts from the data dir, `--initial-cluster`, the cluster views (`/v1/machines`,
 //! `/v1/leader`, `/_etcd/machines`, `/v2/machines`, `/v2/members`), follower writes
-//! forwarded to the leader (Decision D5), linearizable reads on followers, leader crashes,
+//! forwarded to the leader (the choices in docs/api.md), linearizable reads on followers, leader crashes,
 //! quorum loss, full restarts, snapshot catch-up, a big join, member removal, and a stopped
 //! (SIGSTOP) peer.
 //!
@@ -291,7 +291,7 @@ impl Cluster {
             }
         }
 
-        // The machine registry (D8).
+        // The machine registry (docs/api.md).
         let want: BTreeMap<String, String> = members
             .iter()
             .map(|&j| {
@@ -1517,7 +1517,7 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
 
     // Every node has applied the acknowledged writes before the quorum goes away: a
     // follower learns that an entry is committed only from the leader, so a plain read on
-    // a follower cut off right after an acknowledgement may not show it yet (D7).
+    // a follower cut off right after an acknowledgement may not show it yet (docs/api.md).
     cl.converge(&all, "/q", Duration::from_secs(20));
 
     // A lone follower.
@@ -2091,7 +2091,7 @@ fn members_api_error_answers() {
         r.status,
         r.body
     );
-    // No id: 405 (etcd 3.4 sends no Allow header here, D3).
+    // No id: 405 (etcd 3.4 sends no Allow header here, docs/api.md).
     let r = cl.req(0, "DELETE", "/v2/members", &[], "");
     ensure!(
         cl,

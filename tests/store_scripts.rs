@@ -2,7 +2,7 @@
 //!
 //! Every file `tests/scripts/*.txt` is one test case: a list of commands run against a fresh
 //! [`Store`] (history size 1000), each followed by the output a human checked against
-//! `spec/API.md`. The runner replays the commands, renders what the store did and compares it
+//! docs/api.md. The runner replays the commands, renders what the store did and compares it
 //! with the expected lines. Nothing reads a clock: the script has its own `now`, which starts
 //! at 2030-01-01T00:00:00Z and moves only with `clock`, so every run is identical.
 //!
@@ -202,7 +202,7 @@ fn run_script(name: &str) {
     assert!(
         diffs.is_empty(),
         "{name}.txt: output differs from the expected lines (- expected, + actual); if the \
-         new output is right (check spec/API.md), rerun with \
+         new output is right (check docs/api.md), rerun with \
          `UPDATE_GOLDEN=1 cargo test --test store_scripts {name}` and review `git diff`\n{diffs}"
     );
 }

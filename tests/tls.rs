@@ -1,5 +1,5 @@
-//! TLS on the client and the peer port (API.md section 8, Decision D14, transcripts
-//! `v0.1.2-transcripts/tls.md`):
+//! TLS on the client and the peer port (docs/operations.md; what etcd v0.1.2 answered over
+//! TLS):
 //!
 //! * HTTPS without client certificates (`-clientCert`/`-clientKey`): v1 set/get over TLS 1.2
 //!   and TLS 1.3, curl, plain HTTP refused with Go's 400, `https://` client URLs;
@@ -647,7 +647,7 @@ fn tls_node_restarts_with_its_data() {
 }
 
 /// Restarted without the TLS flags, a node whose `info` records `etcdURL` https and its
-/// `etcdTLS` files must not serve plain HTTP while advertising `https://`. v0.1 (API.md 6:
+/// `etcdTLS` files must not serve plain HTTP while advertising `https://`. v0.1 (docs/api.md:
 /// `info` overrides the flags, TLS files included) keeps serving HTTPS.
 #[test]
 fn restart_without_tls_flags_keeps_the_saved_tls_identity() {
@@ -831,7 +831,7 @@ fn deprecated_ca_file_alone_requires_client_certificates() {
 }
 
 /// `--trusted-ca-file` without `--client-cert-auth` gives the CA but does not require client
-/// certificates (API.md 5.3); `--cert-file`/`--key-file` alone serve HTTPS.
+/// certificates (docs/api.md); `--cert-file`/`--key-file` alone serve HTTPS.
 #[test]
 fn trusted_ca_file_alone_does_not_require_client_certificates() {
     let anonymous = tls_client("ca.crt", None, ANY_VERSION);

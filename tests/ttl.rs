@@ -1,5 +1,5 @@
 //! Black-box tests of v1 TTLs: the `expiration`/`ttl` fields, expiry (through the log, one
-//! index per expired key, Decision D6), `ttl<=0` deletes, clearing a TTL, restarts.
+//! index per expired key, the choices in docs/api.md), `ttl<=0` deletes, clearing a TTL, restarts.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Black-box tests of the v1 key API (`/v1/keys`) and the small v1 endpoints, following the
-//! etcd v0.1.2 transcripts (single_node.md, single_node_extra.md) as amended by the project's
-//! Decisions (v2 status mapping, JSON content type, store index).
+//! answers etcd v0.1.2 gave, as amended by the choices in docs/api.md (v2 status mapping, JSON
+//! content type, store index).
 
 mod common;
 
@@ -1064,7 +1064,7 @@ fn body_limits() {
 
 #[test]
 fn invalid_percent_encoding_in_a_form_value_is_refused() {
-    // v0.1.2 dropped an undecodable pair (so: 200 "Value is Required"); D13 asks for a 400
+    // v0.1.2 dropped an undecodable pair (so: 200 "Value is Required"); docs/api.md asks for a 400
     // JSON error. Either way the user sees a 400 JSON error and nothing is stored.
     let n = Node::start("node0");
     let a = &n.client;

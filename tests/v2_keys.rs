@@ -1,6 +1,5 @@
-//! Black-box tests of the v2 key API (`/v2/keys`): API.md section 3 (etcd 2.3 semantics plus
-//! `noValueOnSuccess`, Decision D3) as observed on a live etcd 3.4 (section 3.13), and the
-//! limits of Decision D13.
+//! Black-box tests of the v2 key API (`/v2/keys`, docs/api.md): etcd 2.3 semantics plus
+//! `noValueOnSuccess`, as observed on a live etcd 3.4, and the request limits.
 //!
 //! Indexes are never hard-coded: every expectation is built from indexes read from earlier
 //! responses, and the tests assert how they relate.
@@ -531,7 +530,7 @@ fn hidden_keys_are_omitted_from_listings_but_readable() {
         &ev("get", &kv("/_top", "t", it, it)),
     );
 
-    // Decision D8: the machine registry is hidden but readable by exact path.
+    // the choices in docs/api.md: the machine registry is hidden but readable by exact path.
     let r = getk(a, "/_etcd/machines");
     assert_eq!(r.status, 200, "{:?}", r.body);
     let v = r.json();

@@ -1,7 +1,7 @@
 //! Black-box tests of v2 watches (`/v2/keys/<key>?wait=true`): long polls, `waitIndex` from the
 //! history or the future, recursive watches on segment boundaries, hidden keys, directory
 //! delete/expire, the 1000-event history window (401), `stream=true`, and resource hygiene
-//! (API.md 3.3, 3.4, 3.10, 3.13).
+//! (docs/api.md).
 //!
 //! A watch flushes its headers when it is registered, so a test that has read the status line
 //! and headers knows the watcher is in place before it triggers a write: no races, no sleeps.

@@ -1,4 +1,4 @@
-//! `/v2/auth` over HTTP (etcd 2.3 semantics, `spec/API.md` 4.4), and the permission checks
+//! `/v2/auth` over HTTP (etcd 2.3 semantics, docs/api.md), and the permission checks
 //! the other handlers call: [`authorize_key`] for `/v2/keys`, [`authorize_admin`] for the
 //! admin writes of `/v2/members`.
 //!

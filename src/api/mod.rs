@@ -174,7 +174,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
     }
 }
 
-/// Decode the path (a malformed escape is a 400 JSON error, Decision D13); a decoded path
+/// Decode the path (a malformed escape is a 400 JSON error, the choices in docs/api.md); a decoded path
 /// that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned path, as Go's
 /// ServeMux does; otherwise the decoded path goes to the handlers.
 async fn normalize_path(mut req: Request, next: Next) -> Response {

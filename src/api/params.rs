@@ -183,7 +183,7 @@ fn over_limit(e: &axum::Error) -> bool {
 }
 
 /// Percent-decode the key part of a URL path strictly: a `%` must start a valid escape and
-/// the result must be UTF-8 (Decision D13).
+/// the result must be UTF-8 (the choices in docs/api.md).
 pub fn decode_key(raw: &str) -> Result<String, EtcdError> {
     let bytes = raw.as_bytes();
     let mut i = 0;

@@ -1,6 +1,6 @@
 //! Building responses: status, headers and bodies in the exact shapes legacy etcd used.
 //!
-//! * JSON bodies (success and error) carry `Content-Type: application/json` (Decision D2).
+//! * JSON bodies (success and error) carry `Content-Type: application/json` (the choices in docs/api.md).
 //! * Plain-text answers (`/v1/leader`, `/v1/machines`, the version) carry
 //!   `text/plain; charset=utf-8`.
 //! * v1 error bodies are `{"errorCode","message","cause"}` plus a newline, with the v0.1
@@ -98,7 +98,7 @@ pub fn v1_error_code(code: Code, cause: &str) -> Response {
     json(code.http_status(), go_json(&body) + "\n")
 }
 
-/// A request body over the limit (Decision D13): 413 with etcd's v2 error shape (clients of
+/// A request body over the limit (the choices in docs/api.md): 413 with etcd's v2 error shape (clients of
 /// both APIs read `errorCode`/`message`/`cause`; the extra `index` is harmless to v1 ones).
 pub fn too_large(limit: usize) -> Response {
     let e = EtcdError::new(

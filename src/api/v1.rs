@@ -1,6 +1,6 @@
 //! The v1 API of etcd v0.1.2 (`/v1/keys`, `/v1/watch`) as a view of the v2 store.
 //!
-//! The v1 request forms map onto store operations (Decision D1):
+//! The v1 request forms map onto store operations (the choices in docs/api.md):
 //!
 //! | v1 request                                 | store operation                   |
 //! |--------------------------------------------|-----------------------------------|

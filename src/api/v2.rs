@@ -1,4 +1,4 @@
-//! The v2 keys API of etcd 2.x (`/v2/keys`), Decision D3: etcd 2.3 semantics plus
+//! The v2 keys API of etcd 2.x (`/v2/keys`), the choices in docs/api.md: etcd 2.3 semantics plus
 //! `noValueOnSuccess`, checked against the real etcd 3.4 (`--enable-v2`).
 //!
 //! A request is validated in etcd's order (405, then every parameter, then the store), then

@@ -6,7 +6,7 @@
 //! While auth is off (the default) everything is open. Once it is on, every `/v2/keys`
 //! request is checked against the roles of the user named in its `Authorization: Basic`
 //! header, or against the `guest` role when there is no header, and the `/v2/auth`
-//! management API needs a user holding the built-in `root` role (`spec/API.md` 4.4).
+//! management API needs a user holding the built-in `root` role (docs/api.md).
 //!
 //! How data enters and leaves:
 //! * The HTTP layer (`api::auth`) parses a request, hashes a new password with bcrypt

@@ -1,4 +1,4 @@
-//! The auth state machine against the answers of etcd 3.4 (`spec/API.md` 4.4).
+//! The auth state machine against the answers of etcd 3.4 (docs/api.md).
 
 use super::*;
 

@@ -144,7 +144,7 @@ pub(super) const fn boolean(
 
 use Setting as S;
 
-// The tables stay one flag per line: easier to read and to compare with API.md than the
+// The tables stay one flag per line: easier to read and to compare with docs/api.md and docs/operations.md than the
 // exploded form rustfmt would produce.
 #[rustfmt::skip]
 pub(super) const V01_FLAGS: &[Flag] = &[

@@ -5,11 +5,11 @@
 //! them, so existing scripts keep working unchanged:
 //!
 //! * **etcd v0.1** short flags (`-n`, `-c`, `-s`, `-cl`, `-sl`, `-C`, `-CF`, `-d`, `-f`, `-m`,
-//!   `-r`, `-maxsize`, `-clientCert`, ... see API.md 5.1);
+//!   `-r`, `-maxsize`, `-clientCert`, ... see docs/api.md);
 //! * the **v0.2 - v0.4** long names (`-name`, `-addr`, `-peer-addr`, `-peers`, `-data-dir`,
-//!   `-cert-file`, ... see API.md 5.2);
+//!   `-cert-file`, ... see docs/api.md);
 //! * the **etcd 2.x** URL flags (`--listen-client-urls`, `--advertise-client-urls`,
-//!   `--initial-cluster`, `--trusted-ca-file`, ... see API.md 5.3), plus `--enable-v2` so that
+//!   `--initial-cluster`, `--trusted-ca-file`, ... see docs/api.md), plus `--enable-v2` so that
 //!   etcd 3.x command lines start too.
 //!
 //! # Syntax
@@ -67,8 +67,8 @@
 //! The URL scheme is `https` exactly when the side has a certificate and a key; an explicit
 //! `https://` on a side without them is an error. A certificate without a key (or the reverse)
 //! is an error, as is a CA file without certificate and key. `-clientCAFile`/`--ca-file` (and
-//! the peer analogues) give the CA **and** require client certificates (API.md section 8,
-//! D14); `--trusted-ca-file` only gives the CA, and `--client-cert-auth` without any CA file is
+//! the peer analogues) give the CA **and** require client certificates (v0.1's rule,
+//! docs/operations.md); `--trusted-ca-file` only gives the CA, and `--client-cert-auth` without any CA file is
 //! an error.
 //!
 //! # Result
@@ -76,7 +76,7 @@
 //! [`parse`] returns [`Parsed::Run`] with the configuration, [`Parsed::Help`] or
 //! [`Parsed::Version`]; every problem is a [`ConfigError::Usage`] whose message is one line
 //! naming the flag or the environment variable at fault. The binary prints it followed by
-//! [`usage`] on stderr and exits with status 2 (D12); help goes to stdout with status 0.
+//! [`usage`] on stderr and exits with status 2 (docs/operations.md); help goes to stdout with status 0.
 //! Files named by flags are not opened here, except the `-CF`/`-peers-file` peer list, which
 //! is read while parsing. Flags of features this server does not have (`-config`,
 //! `--discovery-srv`, `--discovery-proxy`) are rejected with a clear

@@ -9,7 +9,7 @@
 //! added as a learner and the call waits until it has caught up (a node far behind gets a
 //! snapshot); a learner is then promoted to voter; a member whose name or client URL changed
 //! gets its record updated; finally the member is written to the machine registry
-//! (`/_etcd/machines/<name>`, Decision D8). A v0.1 `-C` join, a 2.x
+//! (`/_etcd/machines/<name>`, the choices in docs/api.md). A v0.1 `-C` join, a 2.x
 //! `--initial-cluster-state existing` start, a restart, and a member added with
 //! `POST /v2/members` all end up here. Membership changes are serialized by one lock.
 //!

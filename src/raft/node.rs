@@ -163,7 +163,7 @@ impl RaftNode {
     }
 
     /// Propose a command and wait until it is applied on this node. On a follower the
-    /// command is forwarded to the leader (Decision D5), and the answer waits until this node
+    /// command is forwarded to the leader (the choices in docs/api.md), and the answer waits until this node
     /// has applied it too, so the client reads its own write here. A command is re-sent only
     /// when it provably was not taken (not the leader, leader unreachable), until
     /// [`PROPOSAL_TIMEOUT`]; then error 300.

@@ -43,14 +43,14 @@ ACCEPTED = OrderedDict([
                 "no client reads it"),
     ("first-index", "the first index differs (internal writes at start-up); compared as "
                     "offsets from each server's first write"),
-    ("v2-leader", "GET /v2/leader is served on purpose (API.md D3: v2a's leader peer URL); "
+    ("v2-leader", "GET /v2/leader is served on purpose (docs/api.md: v2a's leader peer URL); "
                   "3.4 answers 404"),
     ("version-values", "/version reports the API level we implement (2.3.8 / 2.3.0), not "
-                       "3.4.23 / 3.4.0 (API.md D10); the shape is compared"),
+                       "3.4.23 / 3.4.0 (docs/api.md); the shape is compared"),
     ("etcd-registry", "the machine registry /_etcd/machines is readable by exact path "
-                      "(API.md D8); 3.4 keeps cluster data outside /v2/keys"),
+                      "(docs/api.md); 3.4 keeps cluster data outside /v2/keys"),
     ("bad-escape", "an invalid percent-escape in the path is a JSON etcd error on purpose "
-                   "(API.md D13); 3.4 answers Go's plain-text 400"),
+                   "(docs/api.md); 3.4 answers Go's plain-text 400"),
     ("chunked", "Transfer-Encoding vs Content-Length framing is not compared"),
     ("json-error-text", "the text of a JSON parser error (Go encoding/json vs serde) is not "
                         "comparable; status and shape are"),
@@ -59,14 +59,14 @@ ACCEPTED = OrderedDict([
     ("stats-cad", "3.4 counts a failed compareAndDelete as compareAndDeleteSuccess (its "
                   "deferred counter reads an err variable the compare-failure return never "
                   "sets); the CAD counters are not compared"),
-    ("body-limit", "request bodies over 1.5 MiB get 413 on purpose (API.md D13); 3.4 takes "
+    ("body-limit", "request bodies over 1.5 MiB get 413 on purpose (docs/api.md); 3.4 takes "
                    "form bodies up to 10 MiB"),
     ("history-segments", "3.4's history scan treats a deleted directory as an ancestor by string "
                          "prefix, so deleting /w answers a waitIndex watch on /w4; we match on "
-                         "segment boundaries (API.md 3.10)"),
+                         "segment boundaries (docs/api.md)"),
     ("auth-indexes", "auth writes go through the Raft log but take no store index and make no "
                      "key event (3.4 stores them in its v2 store, so each takes an index)"),
-    ("members-2.3-text", "a taken peer URL answers 2.3's 'etcdserver: peerURL exists' (API.md "
+    ("members-2.3-text", "a taken peer URL answers 2.3's 'etcdserver: peerURL exists' (docs/api.md "
                          "4.1); 3.4 words it 'membership: peerURL exists'"),
 ])
 
@@ -781,7 +781,7 @@ def run_sequence():
 
 
 def auth_section():
-    """/v2/auth (API.md 4.4): report-only while our GET /v2/auth/enable is not JSON."""
+    """/v2/auth (docs/api.md): report-only while our GET /v2/auth/enable is not JSON."""
     global REPORT_ONLY
     r = B.s.req("GET", "/v2/auth/enable")
     try:
