@@ -44,7 +44,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(etcd::server::run(cfg, shutdown_signal())) {
+    let run = async move {
+        use etcd::server::Stopped;
+        if cfg.proxy != etcd::config::ProxyMode::Off {
+            return etcd::proxy::run(cfg, shutdown_signal()).await;
+        }
+        match etcd::server::run(cfg, shutdown_signal()).await? {
+            Stopped::Done => Ok(()),
+            Stopped::BecomeProxy(cfg) => etcd::proxy::run(*cfg, shutdown_signal()).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("etcd: {e}");

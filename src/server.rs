@@ -157,14 +157,21 @@ fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("http", |(s, _)| s)
 }
 
+/// How a member's run ended without an error.
+#[derive(Debug)]
+pub enum Stopped {
+    /// Shut down (a signal, or removal from the cluster).
+    Done,
+    /// Discovery found the cluster full and `--discovery-fallback proxy` asks to serve it as
+    /// a proxy instead: this configuration (proxy mode, the cluster's members) says how.
+    BecomeProxy(Box<Config>),
+}
+
 /// Run a node until `shutdown` resolves (or the node is removed from its cluster).
 pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    if cfg.proxy != crate::config::ProxyMode::Off {
-        return crate::proxy::run(cfg, shutdown).await;
-    }
+) -> Result<Stopped> {
     let _dir_lock = prepare_data_dir(&mut cfg)?;
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
@@ -213,10 +220,9 @@ pub async fn run(
                     if cfg.discovery_fallback_proxy =>
                 {
                     tracing::warn!("{why}; becoming a proxy (--discovery-fallback proxy)");
-                    drop((client_listener, peer_listener, log_store, disk, _dir_lock));
                     cfg.initial_cluster = members;
                     cfg.proxy = crate::config::ProxyMode::On;
-                    return crate::proxy::run(cfg, shutdown).await;
+                    return Ok(Stopped::BecomeProxy(Box::new(cfg)));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -386,7 +392,7 @@ pub async fn run(
         // The log's state on disk is unknown after a failed write: stop, acknowledging
         // nothing more, and say why.
         Some(why) => Err(Error::Storage(format!("{why}; stopping"))),
-        None => Ok(()),
+        None => Ok(Stopped::Done),
     }
 }
 
