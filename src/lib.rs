@@ -19,11 +19,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod data_dir;
 pub mod discovery;
 pub mod error;
+pub mod go;
 pub mod http_client;
 pub mod log_filter;
 pub mod metrics;

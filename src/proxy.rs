@@ -287,7 +287,7 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             return if too_large {
                 crate::api::response::too_large(MAX_BODY)
             } else {
-                crate::api::v2::error(&crate::error::EtcdError::new(
+                crate::api::response::v2_error(&crate::error::EtcdError::new(
                     crate::error::Code::InvalidForm,
                     format!("the request body could not be read: {e}"),
                     0,
@@ -329,11 +329,13 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             Err(e) => {
                 p.failed(ep, &e.message);
                 if !e.connect && !idempotent {
-                    return crate::api::v2::error(&crate::error::EtcdError::raft(format!(
-                        "proxy: the member {ep} failed before answering ({}); the write may or \
+                    return crate::api::response::v2_error(&crate::error::EtcdError::raft(
+                        format!(
+                            "proxy: the member {ep} failed before answering ({}); the write may or \
                          may not have been applied",
-                        e.message
-                    )));
+                            e.message
+                        ),
+                    ));
                 }
             }
         }

@@ -21,7 +21,8 @@ use openraft::storage::RaftLogStorage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, now_nanos};
+use crate::api::{self, AppState};
+use crate::clock::now_nanos;
 use crate::command::Command;
 use crate::config::{ClusterState, Config};
 use crate::data_dir::{DATA_FILE, WAL_DIR, prepare_data_dir};
@@ -419,7 +420,7 @@ async fn join_cluster(state: &AppState, peers: &[String], retries: u32) -> Resul
     let req = JoinRequest {
         id: state.node.id,
         member: state.node.me.clone(),
-        version: crate::api::peer::PEER_VERSION.to_string(),
+        version: crate::raft::network::PEER_VERSION.to_string(),
     };
     let mut last = String::from("no peers given");
     for attempt in 0..=retries {
@@ -525,7 +526,7 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId
         let req = JoinRequest {
             id: node.id,
             member: node.me.clone(),
-            version: crate::api::peer::PEER_VERSION.to_string(),
+            version: crate::raft::network::PEER_VERSION.to_string(),
         };
         match crate::api::peer::join(&state, req).await {
             Ok(_) => break,

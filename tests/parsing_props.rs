@@ -8,10 +8,10 @@
 //! Runs 256 cases per property by default; for a longer run:
 //! `PROPTEST_CASES=10000 cargo test --test parsing_props`.
 
-use etcd::api::params::{Form, decode_key, parse_go_int, parse_index, parse_ttl_v1};
-use etcd::api::v2::parse_bool;
+use etcd::api::params::{Form, decode_key, parse_ttl_v1};
 use etcd::command::Command;
 use etcd::error::Code;
+use etcd::go::{parse_bool, parse_int as parse_go_int, parse_uint as parse_index};
 use etcd::raft::codec::{decode_entry, encode_entry, entry_log_id};
 use etcd::raft::types::{Batch, LogId, TypeConfig};
 use etcd::store::path::clean;

@@ -61,7 +61,8 @@ use std::path::{Path, PathBuf};
 
 use etcd::command::Command;
 use etcd::error::EtcdError;
-use etcd::store::event::{rfc3339_nanos, v1_event_json, v1_get_json, v2_event_json};
+use etcd::go::rfc3339_nanos;
+use etcd::store::event::{v1_event_json, v1_get_json, v2_event_json};
 use etcd::store::watch::Watcher;
 use etcd::store::{Action, Event, OnCleared, Store};
 use tokio::sync::mpsc::error::TryRecvError;

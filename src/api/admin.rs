@@ -7,10 +7,11 @@ use openraft::ServerState;
 use serde::Serialize;
 
 use super::response::{self, json, text};
-use super::{AppRef, CLUSTER_VERSION, VERSION, now_nanos};
+use super::{AppRef, CLUSTER_VERSION, VERSION};
 use crate::api::peer::MemberOp;
+use crate::clock::now_nanos;
 use crate::error::Code;
-use crate::store::event::{go_json, rfc3339_nanos};
+use crate::go::{go_duration, go_json, rfc3339_nanos};
 
 /// `GET /v1/leader`: the leader's peer URL.
 pub async fn v1_leader(st: AppRef) -> Response {
@@ -117,13 +118,6 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
 // ---------------------------------------------------------------------------------------
 // v2 (etcd 2.x) admin endpoints
 
-pub fn method_not_allowed(allow: &'static str) -> Response {
-    let mut r = text(405, "Method Not Allowed\n");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
 fn admin_json(status: u16, body: String) -> Response {
     json(status, body)
 }
@@ -131,7 +125,7 @@ fn admin_json(status: u16, body: String) -> Response {
 /// `GET /v2/machines`: every member's client URL, sorted, `", "`-joined.
 pub fn v2_machines(st: AppRef, method: &Method) -> Response {
     if method != Method::GET && method != Method::HEAD {
-        return method_not_allowed("GET,HEAD");
+        return super::response::method_not_allowed("GET,HEAD");
     }
     let mut urls: Vec<String> = st
         .node
@@ -176,7 +170,7 @@ fn with_cluster(st: &AppRef, mut r: Response) -> Response {
 /// `GET /v2/members`: `{"members":[...]}` sorted by id.
 pub fn v2_members(st: AppRef, method: &Method) -> Response {
     if method != Method::GET {
-        return method_not_allowed("GET,POST,DELETE,PUT");
+        return super::response::method_not_allowed("GET,POST,DELETE,PUT");
     }
     #[derive(Serialize)]
     struct Members {
@@ -203,7 +197,7 @@ pub fn peer_members(st: AppRef) -> Response {
 pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Response {
     let method = req.method().clone();
     if method != Method::PUT && method != Method::DELETE {
-        return method_not_allowed("GET,POST,DELETE,PUT");
+        return super::response::method_not_allowed("GET,POST,DELETE,PUT");
     }
     // With auth on, member changes need a root user (etcd 2.3).
     if let Err(r) = crate::api::auth::authorize_admin(&st, req.headers()).await {
@@ -308,7 +302,7 @@ async fn peer_urls_body(req: axum::extract::Request) -> Result<String, Response>
 /// `GET /v2/members/leader`: the leader's member object, or 503 during an election.
 pub fn v2_members_leader(st: AppRef, method: &Method) -> Response {
     if method != Method::GET {
-        return method_not_allowed("GET");
+        return super::response::method_not_allowed("GET");
     }
     let r = match st.node.leader() {
         Some((id, m)) => admin_json(200, go_json(&member_json(id, &m)) + "\n"),
@@ -450,65 +444,4 @@ pub fn version(method: &Method) -> Response {
         200,
         format!("{{\"etcdserver\":\"{VERSION}\",\"etcdcluster\":\"{CLUSTER_VERSION}\"}}"),
     )
-}
-
-/// A duration as Go's `time.Duration.String` prints it (`1h2m3.5s`, `1.5ms`, `0s`).
-pub fn go_duration(nanos: i64) -> String {
-    if nanos == 0 {
-        return "0s".to_string();
-    }
-    let neg = nanos < 0;
-    let n = nanos.unsigned_abs();
-    let mut s = String::new();
-    if n < 1_000_000_000 {
-        let (unit, div) = if n < 1_000 {
-            ("ns", 1)
-        } else if n < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        s.push_str(&frac(n, div));
-        s.push_str(unit);
-    } else {
-        let h = n / 3_600_000_000_000;
-        let m = (n / 60_000_000_000) % 60;
-        let secs = n % 60_000_000_000;
-        if h > 0 {
-            s.push_str(&format!("{h}h"));
-        }
-        if h > 0 || m > 0 {
-            s.push_str(&format!("{m}m"));
-        }
-        s.push_str(&frac(secs, 1_000_000_000));
-        s.push('s');
-    }
-    if neg { format!("-{s}") } else { s }
-}
-
-fn frac(n: u64, div: u64) -> String {
-    let whole = n / div;
-    let rest = n % div;
-    if rest == 0 {
-        return whole.to_string();
-    }
-    let width = div.ilog10() as usize;
-    let f = format!("{rest:0width$}");
-    format!("{whole}.{}", f.trim_end_matches('0'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::go_duration;
-
-    #[test]
-    fn durations_print_like_go() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(1_500_000), "1.5ms");
-        assert_eq!(go_duration(2_000_000_000), "2s");
-        assert_eq!(go_duration(62_500_000_000), "1m2.5s");
-        assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
-        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-        assert_eq!(go_duration(999), "999ns");
-    }
 }

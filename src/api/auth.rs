@@ -27,8 +27,8 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::Response;
 
-use super::admin::method_not_allowed;
 use super::params::read_body;
+use super::response::method_not_allowed;
 use super::response::{self, JSON};
 use super::{AppRef, AppState};
 use crate::auth::cache::{CacheKey, VerifyCache};
@@ -36,7 +36,7 @@ use crate::auth::wire::{self, Enabled, Message, RoleList, UserAnswer, UserList, 
 use crate::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions, User, basic};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
-use crate::store::event::go_json;
+use crate::go::go_json;
 use crate::store::path;
 
 /// bcrypt cost, as etcd (`bcrypt.DefaultCost`).
@@ -539,7 +539,7 @@ pub async fn authorize_key(
     if allowed {
         Ok(())
     } else {
-        Err(super::v2::error(&EtcdError::new(
+        Err(super::response::v2_error(&EtcdError::new(
             Code::Unauthorized,
             "Insufficient credentials",
             0,

@@ -21,7 +21,6 @@ pub mod v2;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -66,15 +65,6 @@ impl AppState {
 }
 
 pub type AppRef = Arc<AppState>;
-
-/// The wall clock, in Unix nanoseconds. Handlers read it to turn `ttl` into an absolute
-/// expiry time and to render remaining TTLs; the store never does.
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 pub fn client_router(state: AppRef) -> Router {
     Router::new().fallback(client_entry).with_state(state)
@@ -160,7 +150,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         "/v2/stats/self" | "/v2/stats/leader" | "/v2/stats/store" | "/health" | "/version"
             if req.method() != Method::GET =>
         {
-            admin::method_not_allowed("GET")
+            response::method_not_allowed("GET")
         }
         "/v2/stats/self" => admin::v2_stats_self(st),
         "/v2/stats/leader" => admin::v2_stats_leader(st),
@@ -185,7 +175,8 @@ async fn normalize_path(mut req: Request, next: Next) -> Response {
 }
 
 fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
-    let decoded = params::decode_key(req.uri().path()).map_err(|e| Box::new(v2::error(&e)))?;
+    let decoded =
+        params::decode_key(req.uri().path()).map_err(|e| Box::new(response::v2_error(&e)))?;
     if let Some(clean) = clean_request_path(&decoded) {
         let location =
             percent_encoding::utf8_percent_encode(&clean, params::PATH_ESCAPE).to_string();
@@ -243,7 +234,8 @@ pub async fn ready_or_error(st: &AppState) -> Result<(), Response> {
 }
 
 pub fn record_leader_change(st: &AppState) {
-    st.leader_since.store(now_nanos(), Ordering::Relaxed);
+    st.leader_since
+        .store(crate::clock::now_nanos(), Ordering::Relaxed);
 }
 
 #[cfg(test)]

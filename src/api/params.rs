@@ -165,7 +165,7 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
             // Cut short (a Content-Length longer than what came, a broken chunked body):
             // a malformed request, etcd's "Invalid POST form" with 400.
             let e = EtcdError::new(Code::InvalidForm, format!("cannot read the body: {e}"), 0);
-            crate::api::v2::error(&e)
+            crate::api::response::v2_error(&e)
         }
     })
 }
@@ -216,24 +216,7 @@ pub fn parse_ttl_v1(s: &str) -> Option<Option<i64>> {
     if s.is_empty() {
         return Some(None);
     }
-    parse_go_int(s).map(Some)
-}
-
-/// Go's `strconv.Atoi`: optional sign, decimal digits only.
-pub fn parse_go_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse::<i64>().ok()
-}
-
-/// An unsigned index (Go `ParseUint` base 10).
-pub fn parse_index(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    crate::go::parse_int(s).map(Some)
 }
 
 #[cfg(test)]
@@ -314,8 +297,5 @@ mod tests {
         assert!(parse_ttl_v1("1.5").is_none());
         assert!(parse_ttl_v1("abc").is_none());
         assert!(parse_ttl_v1(" 5").is_none());
-        assert_eq!(parse_index("8"), Some(8));
-        assert_eq!(parse_index("-1"), None);
-        assert_eq!(parse_index(""), None);
     }
 }

@@ -23,10 +23,6 @@ use crate::raft::cluster::{self, JoinRequest, JoinResponse};
 use crate::raft::node::ProposeError;
 use crate::raft::types::{Member, NodeId};
 
-/// What peers compare before they talk Raft: the wire protocol of this implementation.
-/// Version 2: `/raft/propose` carries a list of commands (forwarded writes are batched).
-pub const PEER_VERSION: &str = "etcd-rs/2";
-
 /// Raft messages can be large (a batch of entries, a snapshot chunk), but not unbounded.
 const MAX_RAFT_BODY: usize = 1 << 30;
 
@@ -54,7 +50,7 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::GET, "/name") => text(200, st.node.me.name.clone()),
-        (Method::GET, "/version") => text(200, PEER_VERSION),
+        (Method::GET, "/version") => text(200, crate::raft::network::PEER_VERSION),
         (Method::GET, "/etcdURL") => text(200, st.node.me.client_url.clone()),
         (Method::GET, "/members") => super::admin::peer_members(st),
         (Method::POST, "/raft/append") => {

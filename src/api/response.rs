@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use crate::error::{Code, EtcdError};
-use crate::store::event::go_json;
+use crate::go::go_json;
 
 pub const JSON: &str = "application/json";
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -106,7 +106,38 @@ pub fn too_large(limit: usize) -> Response {
         format!("request body too large (limit {limit} bytes)"),
         0,
     );
-    let mut r = crate::api::v2::error(&e);
+    let mut r = v2_error(&e);
     *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r
+}
+
+/// A v2 error: `{"errorCode","message","cause","index"}` + newline, `X-Etcd-Index`.
+pub fn v2_error(e: &EtcdError) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "errorCode")]
+        code: u16,
+        message: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        cause: &'a str,
+        index: u64,
+    }
+    let body = Body {
+        code: e.code.number(),
+        message: e.code.message_v2(),
+        cause: &e.cause,
+        index: e.index,
+    };
+    let mut r = json(e.code.http_status(), go_json(&body) + "\n");
+    r.headers_mut()
+        .insert("x-etcd-index", HeaderValue::from(e.index));
+    r
+}
+
+/// 405 with the methods allowed, as Go's handlers answer.
+pub fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = text(405, "Method Not Allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }

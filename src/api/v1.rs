@@ -23,7 +23,8 @@ use axum::response::Response;
 
 use super::params::{self, read_form};
 use super::response::{self, json, v1_error_code};
-use super::{AppRef, now_nanos, ready_or_error};
+use super::{AppRef, ready_or_error};
+use crate::clock::now_nanos;
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::store::event::{v1_event_json, v1_get_json};
@@ -219,7 +220,7 @@ pub async fn watch(st: AppRef, url_key: String, req: Request) -> Response {
         if let Some(bad) = form.malformed() {
             return v1_error_code(Code::InvalidForm, &bad);
         }
-        match params::parse_index(form.value("index")) {
+        match crate::go::parse_uint(form.value("index")) {
             Some(i) => Some(i),
             None => return v1_error_code(Code::IndexNan, "Watch From Index"),
         }

@@ -27,15 +27,15 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
 use bytes::Bytes;
-use serde::Serialize;
 
-use super::params::{self, Form, read_form};
+use super::AppRef;
+use super::params::{Form, read_form};
 use super::response::{self, JSON};
-use super::{AppRef, now_nanos};
+use crate::clock::now_nanos;
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::raft::state_machine::off_worker;
-use crate::store::event::{go_json, v2_event_json};
+use crate::store::event::v2_event_json;
 use crate::store::watch::Watcher;
 use crate::store::{Action, OnCleared, path};
 
@@ -90,10 +90,10 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     };
     let kr = match parse(&form, &method, key) {
         Ok(kr) => kr,
-        Err(e) => return with_cluster(error(&e)),
+        Err(e) => return with_cluster(response::v2_error(&e)),
     };
     if let Err(e) = st.node.wait_ready().await {
-        return with_cluster(error(&e));
+        return with_cluster(response::v2_error(&e));
     }
     // Auth (etcd 2.3): after parsing, before the store; checks the key as sent.
     if let Err(r) =
@@ -120,19 +120,10 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     with_cluster(resp)
 }
 
-/// Go's `strconv.ParseBool`.
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn get_bool(form: &Form, name: &str) -> Result<bool, EtcdError> {
     match form.get(name) {
         None => Ok(false),
-        Some(v) => parse_bool(v).ok_or_else(|| {
+        Some(v) => crate::go::parse_bool(v).ok_or_else(|| {
             EtcdError::new(
                 Code::InvalidField,
                 format!("invalid value for \"{name}\""),
@@ -145,7 +136,7 @@ fn get_bool(form: &Form, name: &str) -> Result<bool, EtcdError> {
 fn get_u64(form: &Form, name: &str, code: Code) -> Result<u64, EtcdError> {
     match form.get(name) {
         None => Ok(0),
-        Some(v) => params::parse_index(v)
+        Some(v) => crate::go::parse_uint(v)
             .ok_or_else(|| EtcdError::new(code, format!("invalid value for \"{name}\""), 0)),
     }
 }
@@ -186,17 +177,17 @@ fn parse(form: &Form, method: &Method, key: String) -> Result<KeyRequest, EtcdEr
     }
     kr.no_value = get_bool(form, "noValueOnSuccess")?;
     if !form.value("ttl").is_empty() {
-        let ttl = params::parse_index(form.value("ttl"))
+        let ttl = crate::go::parse_uint(form.value("ttl"))
             .ok_or_else(|| EtcdError::new(Code::TtlNan, "invalid value for \"ttl\"", 0))?;
         kr.ttl = Some(ttl);
     }
     if form.has("prevExist") {
-        let pe = parse_bool(form.value("prevExist"))
+        let pe = crate::go::parse_bool(form.value("prevExist"))
             .ok_or_else(|| EtcdError::new(Code::InvalidField, "invalid value for prevExist", 0))?;
         kr.prev_exist = Some(pe);
     }
     if form.has("refresh") {
-        kr.refresh = parse_bool(form.value("refresh"))
+        kr.refresh = crate::go::parse_bool(form.value("refresh"))
             .ok_or_else(|| EtcdError::new(Code::InvalidField, "invalid value for refresh", 0))?;
         if kr.refresh {
             if !form.value("value").is_empty() {
@@ -282,34 +273,11 @@ fn raft_headers(r: &mut Response, etcd_index: u64, raft_index: u64, raft_term: u
     h.insert("x-raft-term", HeaderValue::from(raft_term));
 }
 
-/// A v2 error: `{"errorCode","message","cause","index"}` + newline, `X-Etcd-Index`.
-pub fn error(e: &EtcdError) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        #[serde(rename = "errorCode")]
-        code: u16,
-        message: &'a str,
-        #[serde(skip_serializing_if = "str::is_empty")]
-        cause: &'a str,
-        index: u64,
-    }
-    let body = Body {
-        code: e.code.number(),
-        message: e.code.message_v2(),
-        cause: &e.cause,
-        index: e.index,
-    };
-    let mut r = response::json(e.code.http_status(), go_json(&body) + "\n");
-    r.headers_mut()
-        .insert("x-etcd-index", HeaderValue::from(e.index));
-    r
-}
-
 async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
     if kr.quorum
         && let Err(e) = st.node.linearizable_read().await
     {
-        return error(&e);
+        return response::v2_error(&e);
     }
     let (raft_index, raft_term) = st.node.raft_position();
     // The view is copied under the lock and rendered after it is released; a recursive
@@ -337,7 +305,7 @@ async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
             raft_headers(&mut r, index, raft_index, raft_term);
             r
         }
-        Err(e) => error(&e),
+        Err(e) => response::v2_error(&e),
     }
 }
 
@@ -358,9 +326,9 @@ async fn write(st: &AppRef, cmd: Command, no_value: bool) -> Response {
                 r
             }
             Ok(None) => response::empty(200),
-            Err(e) => error(&e),
+            Err(e) => response::v2_error(&e),
         },
-        Err(e) => error(&e),
+        Err(e) => response::v2_error(&e),
     }
 }
 
@@ -391,7 +359,7 @@ async fn watch(st: &AppRef, kr: &KeyRequest) -> Response {
     };
     let watcher = match watcher {
         Ok(w) => w,
-        Err(e) => return error(&e),
+        Err(e) => return response::v2_error(&e),
     };
     let (raft_index, raft_term) = st.node.raft_position();
     let start_index = watcher.start_index;

@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn answers_have_go_shapes() {
-        use crate::store::event::go_json;
+        use crate::go::go_json;
         let r = Role {
             role: "r1".into(),
             ..Default::default()

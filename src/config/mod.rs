@@ -353,15 +353,6 @@ impl Given {
     }
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// Boolean of a stored value: flags store `true`/`false`; the environment rule is "true
 /// unless `0` or `false`".
 fn truthy(value: &str) -> bool {
@@ -411,7 +402,7 @@ fn scan(args: &[String]) -> Result<Option<Vec<Given>>, ConfigError> {
         };
         let value = match (flag.kind, attached) {
             (Kind::Bool, None) => "true".to_string(),
-            (Kind::Bool, Some(value)) => match parse_go_bool(value) {
+            (Kind::Bool, Some(value)) => match crate::go::parse_bool(value) {
                 Some(b) => b.to_string(),
                 None => {
                     return Err(usage_error(format!(

@@ -81,11 +81,11 @@ pub async fn join(
     max_size: usize,
     cluster_id: u64,
 ) -> Result<JoinResponse, EtcdError> {
-    if req.version != crate::api::peer::PEER_VERSION {
+    if req.version != super::network::PEER_VERSION {
         return Err(EtcdError::raft(format!(
             "peer protocol {} does not match this cluster's {}",
             req.version,
-            crate::api::peer::PEER_VERSION
+            super::network::PEER_VERSION
         )));
     }
     let _serial = node.membership_lock.lock().await;

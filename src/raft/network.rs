@@ -46,6 +46,10 @@ pub enum CallError {
     Other(String, String),
 }
 
+/// What peers compare before they talk Raft: the wire protocol of this implementation.
+/// Version 2: `/raft/propose` carries a list of commands (forwarded writes are batched).
+pub const PEER_VERSION: &str = "etcd-rs/2";
+
 /// An HTTP client for peer ports, shared by every connection (it pools connections).
 #[derive(Clone)]
 pub struct PeerClient {

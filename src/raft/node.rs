@@ -389,7 +389,7 @@ impl RaftNode {
             if !self.is_leader() || !self.is_ready() {
                 continue;
             }
-            let now = crate::api::now_nanos();
+            let now = crate::clock::now_nanos();
             let due = self
                 .shared
                 .read()
@@ -520,7 +520,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             match tokio::time::timeout(
                 PROPOSAL_TIMEOUT,
                 raft.client_write(Batch {
-                    at: crate::api::now_nanos(),
+                    at: crate::clock::now_nanos(),
                     cmds: cmds.into(),
                 }),
             )

@@ -17,6 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::go::{go_json, rfc3339_nanos};
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
@@ -278,28 +280,6 @@ pub fn v1_get_json(n: &NodeView, index: u64, now: i64) -> String {
 // ---------------------------------------------------------------------------------------
 // shared helpers
 
-/// Serialize like Go's encoding/json: HTML-sensitive characters escaped inside strings.
-/// These characters can only occur inside JSON strings, so replacing them in the output is
-/// exact.
-pub fn go_json<T: Serialize + ?Sized>(v: &T) -> String {
-    let s = serde_json::to_string(v).expect("serializing plain structs cannot fail");
-    if !s.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
-        return s;
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const NANOS: i64 = 1_000_000_000;
 
 /// Whole seconds left, rounded up (v2). A node past its expiry (waiting for the next expire
@@ -319,43 +299,6 @@ pub fn ttl_floor(expire_at: i64, now: i64) -> i64 {
     if left <= 0 { 0 } else { left / NANOS }
 }
 
-/// Unix nanoseconds as Go's `time.Time` JSON in UTC: RFC 3339 with the fraction's trailing
-/// zeros dropped (`2013-07-11T20:31:12.156146039Z`, `...:12.5Z`, `...:12Z`).
-pub fn rfc3339_nanos(unix_nanos: i64) -> String {
-    let secs = unix_nanos.div_euclid(NANOS);
-    let frac = unix_nanos.rem_euclid(NANOS);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:09}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,19 +313,6 @@ mod tests {
             created_index: idx,
             nodes: None,
         }
-    }
-
-    #[test]
-    fn time_format_matches_go() {
-        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00Z");
-        // 2026-11-21T13:53:15.225264963Z
-        let t = 1_795_269_195 * NANOS + 225_264_963;
-        assert_eq!(rfc3339_nanos(t), "2026-11-21T13:53:15.225264963Z");
-        assert_eq!(
-            rfc3339_nanos(t - 225_264_963 + 500_000_000),
-            "2026-11-21T13:53:15.5Z"
-        );
-        assert_eq!(rfc3339_nanos(951_782_400 * NANOS), "2000-02-29T00:00:00Z");
     }
 
     #[test]
