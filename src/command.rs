@@ -189,6 +189,38 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Rough payload size, to keep a batch of commands within its byte budget
+    /// (`raft::node::MAX_BATCH_BYTES`).
+    pub fn approx_size(&self) -> usize {
+        64 + match self {
+            Command::Set { key, value, .. } | Command::Create { key, value, .. } => {
+                key.len() + value.as_ref().map_or(0, String::len)
+            }
+            Command::Update { key, value, .. } => key.len() + value.len(),
+            Command::CompareAndSwap {
+                key,
+                prev_value,
+                value,
+                ..
+            } => key.len() + value.len() + prev_value.as_ref().map_or(0, String::len),
+            Command::Delete { key, .. } => key.len(),
+            Command::CompareAndDelete {
+                key, prev_value, ..
+            } => key.len() + prev_value.as_ref().map_or(0, String::len),
+            Command::Expire { .. } => 0,
+            Command::Register {
+                name,
+                peer_url,
+                client_url,
+            } => name.len() + peer_url.len() + client_url.len(),
+            Command::Unregister { name, .. } => name.len(),
+            // Auth records are small (names, a password hash, a few patterns).
+            Command::Auth(_) => 256,
+        }
+    }
+}
+
 pub fn machine_key(name: &str) -> String {
     path::join(MACHINES_DIR, name)
 }

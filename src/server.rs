@@ -28,7 +28,7 @@ use crate::config::{ClusterState, Config};
 use crate::data_dir::{DATA_FILE, WAL_DIR, prepare_data_dir};
 use crate::error::{Error, EtcdError, Result};
 use crate::raft::cluster::{self, JoinRequest, JoinResponse};
-use crate::raft::disk::{Disk, META_NODE_ID};
+use crate::raft::disk::{Disk, META_CLUSTER_ID, META_NODE_ID, META_WAL};
 
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClient};
@@ -36,11 +36,6 @@ use crate::raft::node::RaftNode;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, NodeId, Raft};
 
-/// Where the cluster id is kept in the data file.
-const META_CLUSTER_ID: &str = "cluster_id";
-/// Set once this member's write-ahead log exists (a missing log is then an error, not a
-/// fresh start).
-const META_WAL: &str = "wal";
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -62,19 +57,12 @@ fn node_id(disk: &Disk, cfg: &Config) -> Result<NodeId> {
 }
 
 fn read_u64(disk: &Disk, key: &str) -> Result<Option<u64>> {
-    let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
-    let Some(bytes) = disk.read_meta(key).map_err(storage)? else {
-        return Ok(None);
-    };
-    let arr: [u8; 8] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Storage(format!("{}: bad {key} record", disk.path().display())))?;
-    Ok(Some(u64::from_be_bytes(arr)))
+    disk.read_u64(key)
+        .map_err(|e| Error::Storage(e.to_string()))
 }
 
 fn write_u64(disk: &Disk, key: &str, v: u64) -> Result<()> {
-    disk.write_meta(key, &v.to_be_bytes(), true)
+    disk.write_u64(key, v)
         .map_err(|e| Error::Storage(e.to_string()))
 }
 

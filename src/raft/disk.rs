@@ -53,6 +53,11 @@ pub const SNAPSHOT_CHUNKS: TableDefinition<(u64, u64), &[u8]> =
 
 /// [`META`] key: the node id of this member.
 pub const META_NODE_ID: &str = "node_id";
+/// [`META`] key: the cluster id (as `X-Etcd-Cluster-Id` shows it).
+pub const META_CLUSTER_ID: &str = "cluster_id";
+/// [`META`] key: set once this member's write-ahead log exists (a missing log is then an
+/// error, not a fresh start).
+pub const META_WAL: &str = "wal";
 
 /// [`SNAPSHOT`] key of a snapshot written by an older release: its metadata (JSON).
 pub const SNAPSHOT_META: &str = "meta";
@@ -82,6 +87,10 @@ pub enum DiskError {
         #[source]
         source: redb::Error,
     },
+
+    /// A stored number is not 8 bytes.
+    #[error("data file {}: bad {what} record", path.display())]
+    BadNumber { path: PathBuf, what: String },
 
     /// A stored record could not be encoded or decoded.
     #[error("data file {}: bad {what} record: {source}", path.display())]
@@ -207,6 +216,26 @@ impl Disk {
             table.insert(key, value).map_err(|e| self.io_err(e))?;
         }
         txn.commit().map_err(|e| self.io_err(e))
+    }
+
+    /// Reads a [`META`] record holding a number (8 bytes, big-endian).
+    pub fn read_u64(&self, key: &str) -> Result<Option<u64>, DiskError> {
+        let Some(bytes) = self.read_meta(key)? else {
+            return Ok(None);
+        };
+        let arr: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| DiskError::BadNumber {
+                path: self.path.to_path_buf(),
+                what: key.to_string(),
+            })?;
+        Ok(Some(u64::from_be_bytes(arr)))
+    }
+
+    /// Writes a [`META`] record holding a number, durably.
+    pub fn write_u64(&self, key: &str, v: u64) -> Result<(), DiskError> {
+        self.write_meta(key, &v.to_be_bytes(), true)
     }
 }
 
