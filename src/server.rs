@@ -240,7 +240,7 @@ pub async fn run(
         .map_err(|e| Error::Storage(e.to_string()))?
         .last_log_id
         .map_or(0, |l| l.index);
-    let peer_stats = Arc::new(crate::metrics::PeerStats::default());
+    let peer_stats = Arc::new(crate::instruments::PeerStats::default());
     let peer_client = PeerClient::new(peer_client_tls);
     let network = Network {
         client: peer_client.clone(),
@@ -455,7 +455,7 @@ async fn join_cluster(state: &AppState, peers: &[String], retries: u32) -> Resul
 const JOIN_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
-    let d = node.shared.read();
+    let d = node.replica.read();
     let voters: Vec<NodeId> = d.membership.membership().voter_ids().collect();
     voters == [id]
 }
@@ -536,7 +536,7 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    tracing::info!(index = node.shared.read().store.index(), "ready");
+    tracing::info!(index = node.replica.read().store.index(), "ready");
     node.set_ready();
 }
 

@@ -108,7 +108,7 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
             json(200, go_json(&body))
         }
         "store" => {
-            let stats = st.node.shared.read().store.stats();
+            let stats = st.node.replica.read().store.stats();
             json(200, go_json(&stats.v1()))
         }
         _ => response::empty(200),
@@ -209,7 +209,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     // Whether the member exists is the leader's call (this node may lag); a member that was
     // removed answers 410, as etcd does.
     let member_now = st.node.member(mid).is_some();
-    if !member_now && st.node.shared.read().store.removed_members.contains(&mid) {
+    if !member_now && st.node.replica.read().store.removed_members.contains(&mid) {
         return with_cluster(
             &st,
             message(410, &format!("Member permanently removed: {id}")),
@@ -409,7 +409,7 @@ pub fn v2_stats_leader(st: AppRef) -> Response {
 
 /// `GET /v2/stats/store`: the store counters.
 pub fn v2_stats_store(st: AppRef) -> Response {
-    let stats = st.node.shared.read().store.stats();
+    let stats = st.node.replica.read().store.stats();
     json(200, go_json(&stats))
 }
 

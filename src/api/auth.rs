@@ -90,7 +90,7 @@ async fn enable(st: AppRef, req: Request) -> Response {
     }
     let op = match method {
         Method::GET => {
-            let enabled = st.node.shared.read().store.auth.enabled();
+            let enabled = st.node.replica.read().store.auth.enabled();
             return answer(&st, 200, go_json(&Enabled { enabled }));
         }
         Method::PUT => AuthOp::Enable,
@@ -113,7 +113,7 @@ async fn list(st: AppRef, users: bool, req: Request) -> Response {
     if let Err(r) = authorize_admin(&st, req.headers()).await {
         return r;
     }
-    let d = st.node.shared.read();
+    let d = st.node.replica.read();
     let auth = &d.store.auth;
     let body = if users {
         let all: Vec<UserWithRoles> = auth
@@ -149,7 +149,7 @@ async fn item(st: AppRef, users: bool, name: &str, req: Request) -> Response {
     match (users, method) {
         (true, Method::GET) => get_user(&st, name),
         (false, Method::GET) => {
-            let role = st.node.shared.read().store.auth.role(name);
+            let role = st.node.replica.read().store.auth.role(name);
             match role {
                 Some(r) => answer(&st, 200, go_json(&r)),
                 None => role_missing(&st, name),
@@ -193,7 +193,7 @@ fn role_missing(st: &AppState, name: &str) -> Response {
 /// `GET /v2/auth/users/<name>`: the user with its role objects; a role that no longer
 /// exists is a 404, as in etcd.
 fn get_user(st: &AppState, name: &str) -> Response {
-    let d = st.node.shared.read();
+    let d = st.node.replica.read();
     let auth = &d.store.auth;
     let Some(user) = auth.user(name) else {
         return refused(
@@ -329,7 +329,7 @@ async fn write(
         }
         let probe = (!password.is_empty()).then(|| PENDING_HASH.to_string());
         let (base, predicted) = {
-            let d = st.node.shared.read();
+            let d = st.node.replica.read();
             let mut scratch = d.store.auth.clone();
             (d.store.auth.version(), scratch.apply_op(&build(probe)))
         };
@@ -417,7 +417,7 @@ enum Caller {
 }
 
 /// A caller, or a user whose password still has to be verified.
-enum Pending {
+enum Claim {
     Known(Caller),
     Verify {
         user: User,
@@ -428,33 +428,33 @@ enum Pending {
 
 /// First half of identifying a caller, under the state lock (cheap). As Go's
 /// `Header.Get`, only the first `Authorization` value counts, and an empty one is none.
-fn identify(st: &AppState, authorization: Option<&HeaderValue>) -> Pending {
-    let d = st.node.shared.read();
+fn identify(st: &AppState, authorization: Option<&HeaderValue>) -> Claim {
+    let d = st.node.replica.read();
     let auth = &d.store.auth;
     if !auth.enabled() {
-        return Pending::Known(Caller::Open);
+        return Claim::Known(Caller::Open);
     }
     let header = authorization.map(HeaderValue::as_bytes).unwrap_or_default();
     if header.is_empty() {
-        return Pending::Known(Caller::Guest);
+        return Claim::Known(Caller::Guest);
     }
     let Some((name, password)) = basic::parse(header) else {
-        return Pending::Known(Caller::Denied);
+        return Claim::Known(Caller::Denied);
     };
     match auth.user(&name) {
-        Some(user) => Pending::Verify {
+        Some(user) => Claim::Verify {
             user,
             password,
             header: header.to_vec(),
         },
-        None => Pending::Known(Caller::Denied),
+        None => Claim::Known(Caller::Denied),
     }
 }
 
 async fn identify_async(st: &AppState, authorization: Option<&HeaderValue>) -> Caller {
     match identify(st, authorization) {
-        Pending::Known(c) => c,
-        Pending::Verify {
+        Claim::Known(c) => c,
+        Claim::Verify {
             user,
             password,
             header,
@@ -524,12 +524,12 @@ pub async fn authorize_key(
             Caller::Denied => false,
             Caller::Guest => st
                 .node
-                .shared
+                .replica
                 .read()
                 .store
                 .auth
                 .guest_has_access(key, write),
-            Caller::User(u) => st.node.shared.read().store.auth.user_has_access(
+            Caller::User(u) => st.node.replica.read().store.auth.user_has_access(
                 u.role_names(),
                 key,
                 write,

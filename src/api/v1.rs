@@ -57,7 +57,7 @@ fn get(st: &AppRef, key: &str) -> Response {
     let now = now_nanos();
     // Copy under the lock, render after releasing it.
     let (res, index) = {
-        let d = st.node.shared.read();
+        let d = st.node.replica.read();
         (d.store.get(key, false, true), d.store.index())
     };
     match res {
@@ -200,7 +200,7 @@ struct WatchGuard<'a> {
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
         if let Some(w) = &self.watcher {
-            self.st.node.shared.read().store.unwatch(w);
+            self.st.node.replica.read().store.unwatch(w);
         }
     }
 }
@@ -231,7 +231,7 @@ pub async fn watch(st: AppRef, url_key: String, req: Request) -> Response {
         return resp;
     }
     let watcher = {
-        let d = st.node.shared.read();
+        let d = st.node.replica.read();
         d.store
             .watch(&key, true, false, since, true, OnCleared::WaitForNext)
     };

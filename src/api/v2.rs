@@ -284,7 +284,7 @@ async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
     // listing (possibly the whole store) does both off the runtime's workers.
     let render = || {
         let (res, index) = {
-            let d = st.node.shared.read();
+            let d = st.node.replica.read();
             (d.store.get(&kr.key, kr.recursive, false), d.store.index())
         };
         res.map(|view| {
@@ -340,14 +340,14 @@ struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.st.node.shared.read().store.unwatch(&self.watcher);
+        self.st.node.replica.read().store.unwatch(&self.watcher);
     }
 }
 
 async fn watch(st: &AppRef, kr: &KeyRequest) -> Response {
     let since = Some(kr.wait_index).filter(|&i| i > 0);
     let watcher = {
-        let d = st.node.shared.read();
+        let d = st.node.replica.read();
         d.store.watch(
             &kr.key,
             kr.recursive,

@@ -90,7 +90,7 @@ pub async fn join(
     }
     let _serial = node.membership_lock.lock().await;
     let (known, is_voter, count, name_taken) = {
-        let d = node.shared.read();
+        let d = node.replica.read();
         let m = d.membership.membership();
         let known = m.get_node(&req.id).cloned();
         let is_voter = m.voter_ids().any(|v| v == req.id);
@@ -173,7 +173,7 @@ pub async fn add_member(
     let id = member_id(peer_url, token);
     let _serial = node.membership_lock.lock().await;
     let (exists, url_taken, count) = {
-        let d = node.shared.read();
+        let d = node.replica.read();
         let m = d.membership.membership();
         let exists = m.get_node(&id).is_some();
         let url_taken = m
@@ -219,7 +219,7 @@ pub async fn add_member(
 pub async fn update_member(node: &RaftNode, id: NodeId, peer_url: &str) -> Result<(), EtcdError> {
     let _serial = node.membership_lock.lock().await;
     let Some(mut member) = node
-        .shared
+        .replica
         .read()
         .membership
         .membership()
@@ -255,7 +255,7 @@ pub async fn update_member(node: &RaftNode, id: NodeId, peer_url: &str) -> Resul
 pub async fn remove(node: &RaftNode, id: NodeId) -> Result<(), EtcdError> {
     let _serial = node.membership_lock.lock().await;
     let (member, is_voter) = {
-        let d = node.shared.read();
+        let d = node.replica.read();
         let m = d.membership.membership();
         (m.get_node(&id).cloned(), m.voter_ids().any(|v| v == id))
     };

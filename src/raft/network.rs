@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{Member, NodeId, TypeConfig};
-use crate::metrics::PeerStats;
+use crate::instruments::PeerStats;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]

@@ -32,11 +32,11 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::network::{CallError, PeerClient};
-use super::state_machine::{Shared, members};
+use super::state_machine::{Replica, members};
 use super::types::{Batch, Member, NodeId, Raft};
 use crate::command::{Command, CommandResult};
 use crate::error::EtcdError;
-use crate::metrics::{Histogram, PeerStats};
+use crate::instruments::{Histogram, PeerStats};
 use serde::{Deserialize, Serialize};
 
 /// Most commands in one Raft entry.
@@ -77,17 +77,17 @@ pub enum ProposeError {
     Failed(EtcdError),
 }
 
-struct Pending {
+struct Proposal {
     cmd: Command,
     tx: oneshot::Sender<Result<Written, ProposeError>>,
     /// Bytes this command adds to a batch and to its answer (see [`drain`]).
     cost: usize,
 }
 
-impl Pending {
-    fn new(cmd: Command, tx: oneshot::Sender<Result<Written, ProposeError>>) -> Pending {
+impl Proposal {
+    fn new(cmd: Command, tx: oneshot::Sender<Result<Written, ProposeError>>) -> Proposal {
         let cost = cmd.approx_size();
-        Pending { cmd, tx, cost }
+        Proposal { cmd, tx, cost }
     }
 }
 
@@ -98,10 +98,10 @@ pub struct RaftNode {
     pub id: NodeId,
     pub me: Member,
     pub raft: Raft,
-    pub shared: Arc<Shared>,
-    queue: mpsc::Sender<Pending>,
+    pub replica: Arc<Replica>,
+    queue: mpsc::Sender<Proposal>,
     /// Writes waiting to be forwarded to the leader (this node follows).
-    forward_queue: mpsc::Sender<Pending>,
+    forward_queue: mpsc::Sender<Proposal>,
     /// Reads waiting for this node (leading) to confirm its leadership.
     read_local: mpsc::Sender<ReadWaiter>,
     /// Reads waiting for the leader's read index (this node follows).
@@ -126,7 +126,7 @@ impl RaftNode {
         id: NodeId,
         me: Member,
         raft: Raft,
-        shared: Arc<Shared>,
+        replica: Arc<Replica>,
         peer_stats: Arc<PeerStats>,
         client: PeerClient,
     ) -> Arc<RaftNode> {
@@ -137,7 +137,7 @@ impl RaftNode {
         let (read_local, rx) = mpsc::channel(READS_WAITING);
         let r = raft.clone();
         tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
-        tokio::spawn(snapshot_when_due(raft.clone(), shared.clone()));
+        tokio::spawn(snapshot_when_due(raft.clone(), replica.clone()));
         let (read_remote, rx) = mpsc::channel(READS_WAITING);
         let (r, c) = (raft.clone(), client.clone());
         tokio::spawn(read_index_rounds(rx, move || {
@@ -148,7 +148,7 @@ impl RaftNode {
             id,
             me,
             raft,
-            shared,
+            replica,
             queue,
             forward_queue,
             read_local,
@@ -208,7 +208,7 @@ impl RaftNode {
     ) -> Result<Written, ProposeError> {
         let (tx, rx) = oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
-        enqueue(&self.queue, Pending::new(cmd, tx), left).await?;
+        enqueue(&self.queue, Proposal::new(cmd, tx), left).await?;
         // One deadline for the whole wait, queue included.
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx).await {
@@ -234,7 +234,7 @@ impl RaftNode {
             let (tx, rx) = oneshot::channel();
             let left = deadline.saturating_duration_since(Instant::now());
             waiting.push(
-                enqueue(&self.queue, Pending::new(cmd, tx), left)
+                enqueue(&self.queue, Proposal::new(cmd, tx), left)
                     .await
                     .map(|()| rx),
             );
@@ -256,9 +256,9 @@ impl RaftNode {
         let left = deadline.saturating_duration_since(Instant::now());
         // The leader's answer carries the key's previous value too: count it, so that one
         // forwarding call and its answer stay within MAX_BATCH_BYTES.
-        let mut pending = Pending::new(cmd.clone(), tx);
+        let mut pending = Proposal::new(cmd.clone(), tx);
         if let Some(key) = cmd.key() {
-            pending.cost += self.shared.read().store.value_len(key);
+            pending.cost += self.replica.read().store.value_len(key);
         }
         enqueue(&self.forward_queue, pending, left).await?;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -353,7 +353,7 @@ impl RaftNode {
 
     /// The member record of `id`, if it is in the current configuration.
     pub fn member(&self, id: NodeId) -> Option<Member> {
-        self.shared
+        self.replica
             .read()
             .membership
             .membership()
@@ -363,14 +363,14 @@ impl RaftNode {
 
     /// Every member of the current configuration, by id.
     pub fn members(&self) -> Vec<(NodeId, Member)> {
-        members(&self.shared.read().membership)
+        members(&self.replica.read().membership)
     }
 
     /// The log index this node's store has applied up to. It can run ahead of what openraft
     /// reports (`raft_position`) for a moment, never behind: an answer that waits for a change
     /// to be applied elsewhere names this index.
     pub fn applied_index(&self) -> u64 {
-        self.shared.read().last_applied.map_or(0, |l| l.index)
+        self.replica.read().last_applied.map_or(0, |l| l.index)
     }
 
     /// Raft commit position as of now: (last applied index, current term).
@@ -391,7 +391,7 @@ impl RaftNode {
             }
             let now = crate::clock::now_nanos();
             let due = self
-                .shared
+                .replica
                 .read()
                 .store
                 .next_expiry()
@@ -406,9 +406,9 @@ impl RaftNode {
 /// Ask openraft for a snapshot whenever the state machine says one is due (`-snapshotCount`
 /// writes since the last one). A request while one is being built is ignored by openraft;
 /// the next applied batch reminds us.
-async fn snapshot_when_due(raft: Raft, shared: Arc<Shared>) {
+async fn snapshot_when_due(raft: Raft, replica: Arc<Replica>) {
     loop {
-        shared.snapshot_due.notified().await;
+        replica.snapshot_due.notified().await;
         if raft.trigger().snapshot().await.is_err() {
             return;
         }
@@ -494,7 +494,7 @@ async fn leaders_read_index(
 }
 
 /// Drain the queue into batches; propose each batch as one entry.
-async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Take a slot first: while none is free, proposals pile up into the next batch.
@@ -555,7 +555,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
 }
 
 /// `first` and whatever else is waiting in `rx`, up to `max` commands or [`MAX_BATCH_BYTES`].
-fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>, max: usize) -> Vec<Pending> {
+fn drain(first: Proposal, rx: &mut mpsc::Receiver<Proposal>, max: usize) -> Vec<Proposal> {
     let mut bytes = first.cost;
     let mut batch = vec![first];
     while batch.len() < max && bytes < MAX_BATCH_BYTES {
@@ -574,7 +574,7 @@ fn drain(first: Pending, rx: &mut mpsc::Receiver<Pending>, max: usize) -> Vec<Pe
 /// most [`FORWARD_IN_FLIGHT`] calls outstanding per leader (while they are, writes pile up for
 /// the next call). Each member has its own budget, so calls stuck on a leader that stopped
 /// answering do not hold up writes once another node leads.
-async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Receiver<Pending>) {
+async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Receiver<Proposal>) {
     // One budget per member that has led (a handful at most), kept across leader changes.
     let mut budgets: std::collections::HashMap<NodeId, Arc<Semaphore>> = Default::default();
     loop {
@@ -594,7 +594,7 @@ async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Rec
             }
         };
         // Writes whose caller gave up (timed out) are not sent.
-        let batch: Vec<Pending> = drain(first, &mut rx, MAX_FORWARD)
+        let batch: Vec<Proposal> = drain(first, &mut rx, MAX_FORWARD)
             .into_iter()
             .filter(|p| !p.tx.is_closed())
             .collect();
@@ -648,8 +648,8 @@ fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
 /// Put a proposal into a queue, waiting at most `wait` for room. Not queued means not
 /// proposed, so a timeout here is a plain failure (error 300), never a duplicate.
 async fn enqueue(
-    queue: &mpsc::Sender<Pending>,
-    p: Pending,
+    queue: &mpsc::Sender<Proposal>,
+    p: Proposal,
     wait: Duration,
 ) -> Result<(), ProposeError> {
     match tokio::time::timeout(wait, queue.send(p)).await {

@@ -3,7 +3,7 @@
 //!
 //! The store lives in memory behind one `RwLock` together with the last applied log id and
 //! the membership ([`SmData`]), so a snapshot always pairs a tree with the exact log position
-//! it reflects. The API layer reads the store through the same lock ([`Shared`]).
+//! it reflects. The API layer reads the store through the same lock ([`Replica`]).
 //!
 //! What must stay true:
 //! * Applying is deterministic: each command of a batch is applied in order with
@@ -37,8 +37,9 @@ pub struct SmData {
     pub membership: StoredMembership,
 }
 
-/// The handle the rest of the node uses to read the store.
-pub struct Shared {
+/// This member's copy of the replicated state, as applied so far: the handle the rest of the
+/// node reads the store through.
+pub struct Replica {
     data: RwLock<SmData>,
     /// Writes between snapshots (`-snapshotCount`).
     snapshot_every: u64,
@@ -46,7 +47,7 @@ pub struct Shared {
     pub snapshot_due: tokio::sync::Notify,
 }
 
-impl Shared {
+impl Replica {
     pub fn read(&self) -> RwLockReadGuard<'_, SmData> {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -69,7 +70,7 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub struct StateMachine {
-    shared: Arc<Shared>,
+    replica: Arc<Replica>,
     disk: Disk,
     /// Counts snapshots built by this process, to keep snapshot ids unique.
     built: u64,
@@ -82,7 +83,7 @@ impl StateMachine {
         disk: Disk,
         history_size: usize,
         snapshot_every: u64,
-    ) -> Result<(StateMachine, Arc<Shared>), crate::error::Error> {
+    ) -> Result<(StateMachine, Arc<Replica>), crate::error::Error> {
         let mut data = SmData {
             writes_since_snapshot: 0,
             store: Store::new(history_size),
@@ -108,18 +109,18 @@ impl StateMachine {
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership;
         }
-        let shared = Arc::new(Shared {
+        let replica = Arc::new(Replica {
             data: RwLock::new(data),
             snapshot_every,
             snapshot_due: Default::default(),
         });
         Ok((
             StateMachine {
-                shared: shared.clone(),
+                replica: replica.clone(),
                 disk,
                 built: 0,
             },
-            shared,
+            replica,
         ))
     }
 
@@ -168,7 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let d = self.shared.read();
+        let d = self.replica.read();
         Ok((d.last_applied, d.membership.clone()))
     }
 
@@ -180,9 +181,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         // Usually the lock is free and applying takes microseconds; only when a long read
         // holds it does the wait move off the worker.
-        let results = match self.shared.data.try_write() {
-            Ok(mut d) => apply_to(&mut d, entries, &self.shared),
-            Err(_) => off_worker(|| apply_to(&mut self.shared.write(), entries, &self.shared)),
+        let results = match self.replica.data.try_write() {
+            Ok(mut d) => apply_to(&mut d, entries, &self.replica),
+            Err(_) => off_worker(|| apply_to(&mut self.replica.write(), entries, &self.replica)),
         };
         Ok(results)
     }
@@ -191,7 +192,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Between two applies (openraft calls this from the state machine's task): an O(1)
         // copy of the store that later applies do not change.
         self.built += 1;
-        let mut d = self.shared.write();
+        let mut d = self.replica.write();
         d.writes_since_snapshot = 0;
         SnapshotBuilder {
             store: d.store.snapshot(),
@@ -237,7 +238,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(err)?;
         off_worker(|| {
-            let mut d = self.shared.write();
+            let mut d = self.replica.write();
             d.writes_since_snapshot = 0;
             d.store.restore(snap);
             d.last_applied = meta.last_log_id;
@@ -274,7 +275,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Apply committed entries to the locked data, in order.
-fn apply_to(d: &mut SmData, entries: Vec<Entry<TypeConfig>>, shared: &Shared) -> Vec<BatchResult> {
+fn apply_to(
+    d: &mut SmData,
+    entries: Vec<Entry<TypeConfig>>,
+    replica: &Replica,
+) -> Vec<BatchResult> {
     let mut out = Vec::new();
     for entry in entries {
         d.last_applied = Some(entry.log_id);
@@ -292,9 +297,9 @@ fn apply_to(d: &mut SmData, entries: Vec<Entry<TypeConfig>>, shared: &Shared) ->
             }
         }
     }
-    if d.writes_since_snapshot >= shared.snapshot_every {
+    if d.writes_since_snapshot >= replica.snapshot_every {
         // `RaftNode` asks openraft for a snapshot; until one is taken, reminders are free.
-        shared.snapshot_due.notify_one();
+        replica.snapshot_due.notify_one();
     }
     out
 }

@@ -20,7 +20,7 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub at: i64,
-    /// Shared, so the copies openraft makes of an entry (the log's cache hands one to the
+    /// Replica, so the copies openraft makes of an entry (the log's cache hands one to the
     /// state machine, replication serializes another) never copy the commands.
     pub cmds: std::sync::Arc<[Command]>,
 }

@@ -24,7 +24,7 @@ const COMPARE_FAILED: u64 = 101;
 /// How long the other members may take to show the setup writes.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Shared, read-only state of a running load workload.
+/// Replica, read-only state of a running load workload.
 pub struct Load {
     pub def: WorkloadDef,
     pub requests: usize,
