@@ -3,7 +3,7 @@
 //!
 //! **Group commit.** openraft 0.9 persists one client entry per storage call on the leader,
 //! so proposing each request as its own entry would cost one fsync per write. Instead every
-//! proposal goes into a queue; a batcher task takes whatever has accumulated (up to
+//! proposal goes into a queue; a batcher task (`batch.rs`) takes whatever has accumulated (up to
 //! [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]) and proposes it as *one* entry, with at most
 //! [`MAX_IN_FLIGHT`] batch outstanding: the next batch fills while the current one is synced
 //! and applied. (The log is synced on Raft's own thread, which also applies entries, so a
@@ -13,9 +13,11 @@
 //! result back. A write is answered only after its entry is committed and applied.
 //!
 //! **Forwarding.** A follower does not send each write to the leader on its own: a forwarder
-//! task coalesces the writes waiting on this node into one `/raft/propose` call (up to
+//! task (`forward.rs`) coalesces the writes waiting on this node into one `/raft/propose` call (up to
 //! [`MAX_FORWARD`] commands, [`FORWARD_IN_FLIGHT`] calls outstanding), and the leader puts them
 //! into its own queue, so they join its batches. Each command still gets its own result.
+//!
+//! **Quorum reads** wait for a read-index round shared by the reads waiting (`read_index.rs`).
 //!
 //! **Time.** The leader proposes `Expire { now }` with its own clock every
 //! [`EXPIRE_TICK`] when some node is due; replicas never expire anything on their own.
@@ -29,11 +31,17 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::network::{CallError, PeerClient};
+use super::batch::{Proposal, batcher};
+use super::forward::forwarder;
+use super::network::PeerClient;
+use super::read_index::{
+    READS_WAITING, ReadWaiter, confirm_leadership, leaders_read_index, read_index,
+    read_index_rounds,
+};
 use super::state_machine::{Replica, members};
-use super::types::{Batch, Member, NodeId, Raft};
+use super::types::{Member, NodeId, Raft};
 use crate::command::{Command, CommandResult};
 use crate::error::EtcdError;
 use crate::instruments::{Histogram, PeerStats};
@@ -54,7 +62,7 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the leader checks for due TTLs.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(500);
 /// Pause before retrying a proposal or read that found no leader.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a request waits for the node to become ready before it fails.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -76,23 +84,6 @@ pub enum ProposeError {
     /// The proposal failed (or its outcome is unknown, e.g. a timeout): do not retry.
     Failed(EtcdError),
 }
-
-struct Proposal {
-    cmd: Command,
-    tx: oneshot::Sender<Result<Written, ProposeError>>,
-    /// Bytes this command adds to a batch and to its answer (see [`drain`]).
-    cost: usize,
-}
-
-impl Proposal {
-    fn new(cmd: Command, tx: oneshot::Sender<Result<Written, ProposeError>>) -> Proposal {
-        let cost = cmd.approx_size();
-        Proposal { cmd, tx, cost }
-    }
-}
-
-/// A read waiting for a read index (see [`read_index_rounds`]).
-type ReadWaiter = oneshot::Sender<Result<u64, ProposeError>>;
 
 pub struct RaftNode {
     pub id: NodeId,
@@ -415,229 +406,8 @@ async fn snapshot_when_due(raft: Raft, replica: Arc<Replica>) {
     }
 }
 
-/// Reads waiting for a read index, at most.
-const READS_WAITING: usize = 16 * 1024;
-
-/// Wait for the next read-index round (bounded by [`PROPOSAL_TIMEOUT`]).
-async fn read_index(rounds: &mpsc::Sender<ReadWaiter>) -> Result<u64, ProposeError> {
-    let (tx, rx) = oneshot::channel();
-    if rounds.send(tx).await.is_err() {
-        return Err(shutting_down());
-    }
-    match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
-        Ok(answer) => answer.unwrap_or_else(|_| Err(shutting_down())),
-        Err(_) => Err(ProposeError::Failed(EtcdError::raft(
-            "read index timed out (no quorum?)",
-        ))),
-    }
-}
-
-/// Serve read-index requests in rounds: take every read waiting, run one `round`, answer
-/// them all with its result. A read waits for a round that *starts* after it arrived, so the
-/// leadership it is answered with was confirmed after the read began (what makes it
-/// linearizable); reads that arrive during a round go to the next one. One round at a time:
-/// the reads arriving meanwhile pile up into the next.
-async fn read_index_rounds<F, Fut>(mut rx: mpsc::Receiver<ReadWaiter>, mut round: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<u64, ProposeError>>,
-{
-    while let Some(first) = rx.recv().await {
-        let mut waiters = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            waiters.push(w);
-        }
-        waiters.retain(|w| !w.is_closed());
-        if waiters.is_empty() {
-            continue;
-        }
-        let res = round().await;
-        for w in waiters {
-            let _ = w.send(res.clone());
-        }
-    }
-}
-
-/// One leader's round: confirm leadership with a quorum (heartbeats), return the read index.
-async fn confirm_leadership(raft: Raft) -> Result<u64, ProposeError> {
-    match tokio::time::timeout(PROPOSAL_TIMEOUT, raft.get_read_log_id()).await {
-        Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
-        Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)))) => {
-            Err(ProposeError::NotLeader)
-        }
-        Ok(Err(e)) => Err(ProposeError::Failed(EtcdError::raft(e.to_string()))),
-        Err(_) => Err(ProposeError::Failed(EtcdError::raft(
-            "read index timed out (no quorum?)",
-        ))),
-    }
-}
-
-/// One follower's round: ask the leader for a read index (one call for all waiting reads).
-async fn leaders_read_index(
-    raft: Raft,
-    client: PeerClient,
-    me: NodeId,
-) -> Result<u64, ProposeError> {
-    let Some((_, leader)) = leader_of(&raft).filter(|(id, _)| *id != me) else {
-        return Err(ProposeError::NotLeader);
-    };
-    let answer: Result<Result<u64, ProposeError>, CallError> = client
-        .post_json(&leader.peer_url, "/raft/read_index", &(), PROPOSAL_TIMEOUT)
-        .await;
-    match answer {
-        Ok(answer) => answer,
-        Err(CallError::Connect(..) | CallError::Closed(..)) => Err(ProposeError::NotLeader),
-        Err(e) => Err(ProposeError::Failed(EtcdError::raft(format!(
-            "read index from the leader: {e}"
-        )))),
-    }
-}
-
-/// Drain the queue into batches; propose each batch as one entry.
-async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    loop {
-        // Take a slot first: while none is free, proposals pile up into the next batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else { return };
-        let batch = drain(first, &mut rx, MAX_BATCH);
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let (cmds, txs): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-            let n = cmds.len();
-            // Not the leader (any more): nothing is appended, the callers may send it on.
-            // After this check a rejection is no longer proof of that (see `propose_error`).
-            if !leads(&raft) {
-                for tx in txs {
-                    let _ = tx.send(Err(ProposeError::NotLeader));
-                }
-                return;
-            }
-            match tokio::time::timeout(
-                PROPOSAL_TIMEOUT,
-                raft.client_write(Batch {
-                    at: crate::clock::now_nanos(),
-                    cmds: cmds.into(),
-                }),
-            )
-            .await
-            {
-                Ok(Ok(resp)) => {
-                    let (raft_index, raft_term) = (resp.log_id.index, resp.log_id.leader_id.term);
-                    debug_assert_eq!(resp.data.0.len(), n);
-                    for (tx, result) in txs.into_iter().zip(resp.data.0) {
-                        let _ = tx.send(Ok(Written {
-                            result,
-                            raft_index,
-                            raft_term,
-                        }));
-                    }
-                }
-                Ok(Err(e)) => {
-                    let err = propose_error(&e);
-                    for tx in txs {
-                        let _ = tx.send(Err(err.clone()));
-                    }
-                }
-                Err(_) => {
-                    for tx in txs {
-                        let _ =
-                            tx.send(Err(unknown_outcome("the proposal timed out (no quorum?)")));
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// `first` and whatever else is waiting in `rx`, up to `max` commands or [`MAX_BATCH_BYTES`].
-fn drain(first: Proposal, rx: &mut mpsc::Receiver<Proposal>, max: usize) -> Vec<Proposal> {
-    let mut bytes = first.cost;
-    let mut batch = vec![first];
-    while batch.len() < max && bytes < MAX_BATCH_BYTES {
-        match rx.try_recv() {
-            Ok(p) => {
-                bytes += p.cost;
-                batch.push(p);
-            }
-            Err(_) => break,
-        }
-    }
-    batch
-}
-
-/// Follower side of forwarding: send what has accumulated to the leader in one call, with at
-/// most [`FORWARD_IN_FLIGHT`] calls outstanding per leader (while they are, writes pile up for
-/// the next call). Each member has its own budget, so calls stuck on a leader that stopped
-/// answering do not hold up writes once another node leads.
-async fn forwarder(raft: Raft, client: PeerClient, me: NodeId, mut rx: mpsc::Receiver<Proposal>) {
-    // One budget per member that has led (a handful at most), kept across leader changes.
-    let mut budgets: std::collections::HashMap<NodeId, Arc<Semaphore>> = Default::default();
-    loop {
-        let Some(first) = rx.recv().await else { return };
-        let (leader, slot) = loop {
-            let Some((id, leader)) = leader_of(&raft).filter(|(id, _)| *id != me) else {
-                // No leader, or this node leads now: the callers retry (and propose locally).
-                break (None, None);
-            };
-            let slots = budgets
-                .entry(id)
-                .or_insert_with(|| Arc::new(Semaphore::new(FORWARD_IN_FLIGHT)))
-                .clone();
-            // Look at the leader again now and then while its budget is used up.
-            if let Ok(Ok(slot)) = tokio::time::timeout(RETRY_PAUSE, slots.acquire_owned()).await {
-                break (Some(leader), Some(slot));
-            }
-        };
-        // Writes whose caller gave up (timed out) are not sent.
-        let batch: Vec<Proposal> = drain(first, &mut rx, MAX_FORWARD)
-            .into_iter()
-            .filter(|p| !p.tx.is_closed())
-            .collect();
-        if batch.is_empty() {
-            continue;
-        }
-        let client = client.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let (cmds, txs): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-            let n = cmds.len();
-            let all = |e: ProposeError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
-            let answers = match leader {
-                Some(leader) => {
-                    let answer: Result<Vec<Result<Written, ProposeError>>, CallError> = client
-                        .post_json(&leader.peer_url, "/raft/propose", &cmds, PROPOSAL_TIMEOUT)
-                        .await;
-                    match answer {
-                        Ok(rs) if rs.len() == n => rs,
-                        Ok(rs) => all(unknown_outcome(format!(
-                            "the leader answered {} of {n} forwarded writes",
-                            rs.len()
-                        ))),
-                        // Never reached the leader: safe to try again once a leader is known.
-                        Err(CallError::Connect(..)) => all(ProposeError::NotLeader),
-                        // Sent, outcome unknown: do not risk applying them twice.
-                        Err(e) => all(unknown_outcome(format!(
-                            "forwarding to the leader failed: {e}"
-                        ))),
-                    }
-                }
-                None => all(ProposeError::NotLeader),
-            };
-            for (tx, answer) in txs.into_iter().zip(answers) {
-                let _ = tx.send(answer);
-            }
-        });
-    }
-}
-
 /// The current leader and its member record, as far as `raft` knows.
-fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
+pub(super) fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
     let m = raft.metrics();
     let m = m.borrow();
     let id = m.current_leader?;
@@ -647,7 +417,7 @@ fn leader_of(raft: &Raft) -> Option<(NodeId, Member)> {
 
 /// Put a proposal into a queue, waiting at most `wait` for room. Not queued means not
 /// proposed, so a timeout here is a plain failure (error 300), never a duplicate.
-async fn enqueue(
+pub(super) async fn enqueue(
     queue: &mpsc::Sender<Proposal>,
     p: Proposal,
     wait: Duration,
@@ -661,14 +431,14 @@ async fn enqueue(
     }
 }
 
-fn shutting_down() -> ProposeError {
+pub(super) fn shutting_down() -> ProposeError {
     ProposeError::Failed(EtcdError::raft("node is shutting down"))
 }
 
 /// Error 300 for a write that may have been applied (sent or proposed, then no answer): the
 /// cause says so, so a client knows to check (or retry with `prevValue`/`prevIndex`) rather
 /// than assume it failed. Errors without these words were never proposed.
-fn unknown_outcome(why: impl std::fmt::Display) -> ProposeError {
+pub(super) fn unknown_outcome(why: impl std::fmt::Display) -> ProposeError {
     ProposeError::Failed(EtcdError::raft(format!(
         "{why}; the write may or may not have been applied"
     )))
@@ -681,7 +451,9 @@ fn unknown_outcome(why: impl std::fmt::Display) -> ProposeError {
 /// with five members), so sending the commands again could apply them twice: the outcome is
 /// unknown, and the client is told so (error 300). The batcher checks leadership just before
 /// proposing, so a plain "not the leader" rarely gets here.
-fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ProposeError {
+pub(super) fn propose_error(
+    e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             unknown_outcome("leadership changed while the write was in flight")
@@ -691,7 +463,7 @@ fn propose_error(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Pro
 }
 
 /// Does this node lead, as far as `raft` knows?
-fn leads(raft: &Raft) -> bool {
+pub(super) fn leads(raft: &Raft) -> bool {
     let m = raft.metrics();
     let m = m.borrow();
     m.state == ServerState::Leader && m.current_leader == Some(m.id)
