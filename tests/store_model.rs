@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use etcd::error::{Code, EtcdError};
-use etcd::store::event::v2_event_json;
+use etcd::store::json::v2_event_json;
 use etcd::store::watch::Watcher;
 use etcd::store::{Action, Event, NodeView, OnCleared, StatsSnapshot, Store, StoreSnapshot};
 use proptest::prelude::*;

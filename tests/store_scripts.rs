@@ -62,7 +62,7 @@ use std::path::{Path, PathBuf};
 use etcd::command::Command;
 use etcd::error::EtcdError;
 use etcd::go::rfc3339_nanos;
-use etcd::store::event::{v1_event_json, v1_get_json, v2_event_json};
+use etcd::store::json::{v1_event_json, v1_get_json, v2_event_json};
 use etcd::store::watch::Watcher;
 use etcd::store::{Action, Event, OnCleared, Store};
 use tokio::sync::mpsc::error::TryRecvError;

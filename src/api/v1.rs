@@ -27,7 +27,7 @@ use super::{AppRef, ready_or_error};
 use crate::clock::now_nanos;
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
-use crate::store::event::{v1_event_json, v1_get_json};
+use crate::store::json::{v1_event_json, v1_get_json};
 use crate::store::{OnCleared, path};
 
 /// First path segments a v1 client may not write to.

@@ -35,7 +35,7 @@ use crate::clock::now_nanos;
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::raft::state_machine::off_worker;
-use crate::store::event::v2_event_json;
+use crate::store::json::v2_event_json;
 use crate::store::watch::Watcher;
 use crate::store::{Action, OnCleared, path};
 

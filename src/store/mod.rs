@@ -28,6 +28,7 @@
 
 pub mod event;
 pub mod history;
+pub mod json;
 pub mod name;
 pub mod node;
 pub mod path;
