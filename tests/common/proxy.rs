@@ -5,13 +5,15 @@
 //! every peer connection, in both directions, goes through the proxy of the node it is
 //! addressed to. Each node is on a *side* of the network (all on one side when healed); a
 //! connection between two sides is refused, and making a partition drops the connections it
-//! separates. Connections *to* a node are handled by its own proxy; while a partition is in
-//! place, the proxy finds out which node *opened* a new connection by looking the client
-//! socket up in `/proc/net/tcp` and in the nodes' `/proc/<pid>/fd` (an opener it cannot
-//! identify is refused). Connections made while all is healed are not looked up (too costly
-//! for a busy cluster's churn) and are all dropped when a partition begins; peers connect
-//! again at once. A node alone on its side has its proxy's listener closed, so connections
-//! to it are refused by the kernel, as with a host that is down.
+//! separates. Connections *to* a node are handled by its own proxy; it finds out which node
+//! *opened* a connection by looking the client socket up in `/proc/net/tcp` and in the
+//! nodes' `/proc/<pid>/fd`: while a partition is in place before the connection goes through
+//! (an opener it cannot identify is refused), otherwise afterwards, by one background thread
+//! that looks up all new connections with one read of the socket table (a lookup per
+//! connection, in the connection's own thread, ran away on a loaded machine: peers'
+//! timeouts made new connections faster than the lookups ended). A node alone on its side
+//! has its proxy's listener closed, so connections to it are refused by the kernel, as with
+//! a host that is down.
 //!
 //! Each connection costs two threads with small stacks; at most [`MAX_LIVE`] at once.
 //!
@@ -37,7 +39,15 @@ struct Link {
     dst: usize,
     down: TcpStream,
     up: TcpStream,
+    /// 127.0.0.1:client_port -> 127.0.0.1:proxy_port, to look the opener up.
+    client_port: u16,
+    proxy_port: u16,
+    /// Lookups that did not find the opener.
+    misses: u32,
 }
+
+/// Lookups of a connection's opener before it counts as unidentified.
+const LOOKUPS: u32 = 25;
 
 #[derive(Default)]
 struct NetState {
@@ -99,9 +109,48 @@ impl NetState {
         (0..n).all(|j| j == i || Self::side(&sides, j) != s)
     }
 
+    /// Look up the openers of the links not identified yet, all with one read of the socket
+    /// table, and drop those the current sides separate.
+    fn identify_links(&self) {
+        let pending: Vec<(u16, u16)> = {
+            let links = self.links.lock().unwrap();
+            links
+                .iter()
+                .filter(|l| l.src.is_none() && l.misses < LOOKUPS)
+                .map(|l| (l.client_port, l.proxy_port))
+                .collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let pids = self.pids.lock().unwrap().clone();
+        let found = openers(&pending, &pids);
+        let mut links = self.links.lock().unwrap();
+        for l in links.iter_mut() {
+            if l.src.is_some() || l.misses >= LOOKUPS {
+                continue;
+            }
+            match found.get(&(l.client_port, l.proxy_port)) {
+                Some(&i) => l.src = Some(i),
+                None => {
+                    l.misses += 1;
+                    if l.misses == LOOKUPS {
+                        self.unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if self.blocked(l.src, l.dst) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = l.down.shutdown(Shutdown::Both);
+                let _ = l.up.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
     /// Drop the connections that the current sides separate (and unidentified ones, while
     /// anything is partitioned).
     fn drop_blocked(&self) {
+        self.identify_links();
         let links = self.links.lock().unwrap();
         for l in links.iter() {
             if self.blocked(l.src, l.dst) {
@@ -126,6 +175,15 @@ impl Net {
             state: Arc::new(NetState::default()),
             threads: Mutex::new(Vec::new()),
         };
+        // One thread identifies the openers of new connections, in batches, in the
+        // background: a partition then drops only the connections it separates.
+        let state = net.state.clone();
+        net.threads.lock().unwrap().push(thread::spawn(move || {
+            while !state.stop.load(Ordering::Relaxed) {
+                state.identify_links();
+                thread::sleep(Duration::from_millis(20));
+            }
+        }));
         for (listen, target) in pairs {
             net.add(listen, target);
         }
@@ -312,10 +370,8 @@ fn handle(down: TcpStream, dst: usize, proxy_port: u16, target: &str, state: Arc
     if state.alone(dst) {
         return refuse(&down);
     }
-    // The opener is looked up only while something is partitioned (a lookup reads the whole
-    // socket table, too costly for every connection of a busy cluster); a connection made
-    // while all is healed has no known opener and is dropped when a partition begins (its
-    // peer connects again at once, and is looked up then).
+    // While something is partitioned the opener is looked up before the connection goes
+    // through; otherwise by the background thread, in batches, while the bytes flow.
     let mut src = None;
     if !state.sides.lock().unwrap().is_empty() {
         src = identify(client_port, proxy_port, &state);
@@ -339,6 +395,9 @@ fn handle(down: TcpStream, dst: usize, proxy_port: u16, target: &str, state: Arc
         dst,
         down: down.try_clone().expect("clone"),
         up: up.try_clone().expect("clone"),
+        client_port,
+        proxy_port,
+        misses: 0,
     });
     // A partition may have begun since the check above (the link was not listed yet).
     if state.blocked(src, dst) {
@@ -365,7 +424,9 @@ fn identify(client_port: u16, proxy_port: u16, state: &NetState) -> Option<usize
     const ATTEMPTS: u32 = 25;
     for attempt in 0..ATTEMPTS {
         let pids = state.pids.lock().unwrap().clone();
-        if let Some(i) = opener(client_port, proxy_port, &pids) {
+        if let Some(&i) =
+            openers(&[(client_port, proxy_port)], &pids).get(&(client_port, proxy_port))
+        {
             return Some(i);
         }
         if attempt + 1 < ATTEMPTS {
@@ -401,35 +462,132 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Both);
 }
 
-/// Which node (by pid) owns the client end of the connection 127.0.0.1:client_port ->
-/// 127.0.0.1:proxy_port: its socket inode from /proc/net/tcp, then the pid whose
-/// /proc/<pid>/fd holds that socket.
-fn opener(client_port: u16, proxy_port: u16, pids: &[Option<u32>]) -> Option<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    // "  12: 0100007F:C12C 0100007F:B359 01 ... uid timeout inode ..."
-    let needle = format!(" 0100007F:{client_port:04X} 0100007F:{proxy_port:04X} ");
-    let mut from = 0;
-    let inode = loop {
-        let at = from + table[from..].find(&needle)?;
-        let line_end = table[at..].find('\n').map_or(table.len(), |e| at + e);
-        let fields: Vec<&str> = table[at..line_end].split_whitespace().collect();
-        // local, remote, st, tx:rx, tr:tm, retrnsmt, uid, timeout, inode
-        if let Some(inode) = fields.get(8).filter(|i| **i != "0") {
-            break inode.to_string();
-        }
-        from = line_end;
+/// Which nodes (by pid) own the client ends of the connections 127.0.0.1:client_port ->
+/// 127.0.0.1:proxy_port: each socket's inode from the kernel (sock_diag, one exact lookup
+/// per connection: reading /proc/net/tcp instead costs megabytes per read when the machine
+/// holds many sockets), then one pass over the nodes' /proc/<pid>/fd. Connections not
+/// found are left out.
+fn openers(conns: &[(u16, u16)], pids: &[Option<u32>]) -> HashMap<(u16, u16), usize> {
+    let mut out = HashMap::new();
+    let Some(diag) = SockDiag::open() else {
+        return out;
     };
-    let want = format!("socket:[{inode}]");
+    let by_inode: HashMap<String, (u16, u16)> = conns
+        .iter()
+        .filter_map(|&(c, p)| diag.inode(c, p).map(|i| (format!("socket:[{i}]"), (c, p))))
+        .collect();
+    if by_inode.is_empty() {
+        return out;
+    }
     for (i, pid) in pids.iter().enumerate() {
         let Some(pid) = pid else { continue };
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for e in dir.flatten() {
-            if std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str()) {
-                return Some(i);
+            if let Ok(t) = std::fs::read_link(e.path())
+                && let Some(conn) = t.to_str().and_then(|t| by_inode.get(t))
+            {
+                out.insert(*conn, i);
             }
         }
+        if out.len() == by_inode.len() {
+            break;
+        }
     }
-    None
+    out
+}
+
+/// A NETLINK_SOCK_DIAG socket, for exact lookups of TCP sockets on 127.0.0.1.
+struct SockDiag(std::os::fd::OwnedFd);
+
+impl SockDiag {
+    fn open() -> Option<SockDiag> {
+        use std::os::fd::FromRawFd;
+        const NETLINK_SOCK_DIAG: i32 = 4;
+        // SAFETY: a plain socket(2) call; the descriptor is owned from here on.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a valid timeval of the right size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        Some(SockDiag(fd))
+    }
+
+    /// The inode of the TCP socket 127.0.0.1:local -> 127.0.0.1:remote, if it exists.
+    fn inode(&self, local: u16, remote: u16) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        const SOCK_DIAG_BY_FAMILY: u16 = 20;
+        const NLM_F_REQUEST: u16 = 1;
+        // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes: family, protocol, ext, pad,
+        // states, then inet_diag_sockid: sport, dport (big-endian), src[4], dst[4], if,
+        // cookie[2]).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        req[16] = libc::AF_INET as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+        req[24..26].copy_from_slice(&local.to_be_bytes());
+        req[26..28].copy_from_slice(&remote.to_be_bytes());
+        req[28..32].copy_from_slice(&[127, 0, 0, 1]); // src[0]
+        req[44..48].copy_from_slice(&[127, 0, 0, 1]); // dst[0]
+        req[64..72].copy_from_slice(&[0xff; 8]); // no cookie
+        let fd = self.0.as_raw_fd();
+        // SAFETY: sending a buffer we own, of the length given.
+        let sent = unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), 0) };
+        if sent != req.len() as isize {
+            return None;
+        }
+        let mut resp = [0u8; 512];
+        // SAFETY: receiving into a buffer we own, at most its length.
+        let n = unsafe { libc::recv(fd, resp.as_mut_ptr().cast(), resp.len(), 0) };
+        // nlmsghdr, then inet_diag_msg: family, state, timer, retrans, sockid (48 bytes),
+        // expires, rqueue, wqueue, uid, inode.
+        if n < 88 {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([resp[4], resp[5]]);
+        if kind != SOCK_DIAG_BY_FAMILY {
+            return None; // NLMSG_ERROR: no such socket
+        }
+        let inode = u32::from_ne_bytes([resp[84], resp[85], resp[86], resp[87]]);
+        (inode != 0).then_some(inode)
+    }
+}
+
+#[test]
+fn proxy_finds_the_process_that_opened_a_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let proxy_port = l.local_addr().expect("addr").port();
+    let c = TcpStream::connect(("127.0.0.1", proxy_port)).expect("connect");
+    let client_port = c.local_addr().expect("addr").port();
+    let _accepted = l.accept().expect("accept");
+    // This process opened it: it is found as node 1 (node 0 is a process that is not it).
+    let pids = [Some(1), Some(std::process::id())];
+    let found = openers(&[(client_port, proxy_port), (1, 2)], &pids);
+    assert_eq!(found.get(&(client_port, proxy_port)), Some(&1));
+    assert_eq!(found.len(), 1, "{found:?}");
 }
