@@ -8,7 +8,8 @@
 //! And the same workload with plain (non-quorum) reads sent to a partitioned member must be
 //! caught serving stale data, so the checker cannot silently become a no-op.
 //!
-//! Short by default (CI: each run a few tens of seconds, every fault kind at least once);
+//! Short by default (CI: each run a few tens of seconds, every fault kind once - a leader
+//! fault hits a follower when the leader is the member kept out of faults);
 //! `CHAOS_SECONDS=1800` runs each cluster that long. Every run prints its seed first
 //! (`CHAOS_SEED=<n>` replays the same choices) and a table row at the end, also appended to
 //! `target/tmp/chaos-table.md`. See `docs/testing-faults.md`.
