@@ -148,12 +148,13 @@ impl NetState {
     }
 
     /// Drop the connections that the current sides separate (and unidentified ones, while
-    /// anything is partitioned).
+    /// anything is partitioned: those made in the last few milliseconds, before the
+    /// background lookup, or whose opener could not be found).
     fn drop_blocked(&self) {
-        self.identify_links();
         let links = self.links.lock().unwrap();
         for l in links.iter() {
             if self.blocked(l.src, l.dst) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = l.down.shutdown(Shutdown::Both);
                 let _ = l.up.shutdown(Shutdown::Both);
             }
