@@ -2256,8 +2256,9 @@ fn stale_plain_reads_are_caught() {
         r.row
     );
     eprintln!(
-        "as expected, {} violations, e.g.:\n{}",
+        "as expected, {} violations ({} keys not linearizable), e.g.:\n{}",
         r.violations.len(),
+        r.lin_violations,
         r.violations.first().map(String::as_str).unwrap_or("")
     );
 }
