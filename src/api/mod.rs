@@ -12,10 +12,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod members;
 pub mod metrics;
 pub mod params;
 pub mod peer;
 pub mod response;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
@@ -120,7 +122,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         return v1::watch(st, rest.to_string(), req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/stats/") {
-        return admin::v1_stats(st, rest, req.method()).await;
+        return stats::v1_stats(st, rest, req.method()).await;
     }
     match path.as_str() {
         "/v1/keys" | "/v1/watch" | "/v1/stats" => {
@@ -130,7 +132,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         "/v2/leader" => admin::v1_leader(st).await,
         "/v2/machines" => admin::v2_machines(st, req.method()),
         "/v2/members" | "/v2/members/" if req.method() == Method::POST => {
-            admin::v2_members_add(st, req).await
+            members::v2_members_add(st, req).await
         }
         // A member change without an id: 405 (as etcd 3.4: cluster id, no Allow).
         "/v2/members" | "/v2/members/"
@@ -141,10 +143,10 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
                 .insert("x-etcd-cluster-id", st.cluster_id_header());
             r
         }
-        "/v2/members" | "/v2/members/" => admin::v2_members(st, req.method()),
-        "/v2/members/leader" => admin::v2_members_leader(st, req.method()),
+        "/v2/members" | "/v2/members/" => members::v2_members(st, req.method()),
+        "/v2/members/leader" => members::v2_members_leader(st, req.method()),
         p if p.starts_with("/v2/members/") => {
-            admin::v2_member(st, &p["/v2/members/".len()..], req).await
+            members::v2_member(st, &p["/v2/members/".len()..], req).await
         }
         // etcd serves these to GET only (405 with `Allow: GET` otherwise).
         "/v2/stats/self" | "/v2/stats/leader" | "/v2/stats/store" | "/health" | "/version"
@@ -152,9 +154,9 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         {
             response::method_not_allowed("GET")
         }
-        "/v2/stats/self" => admin::v2_stats_self(st),
-        "/v2/stats/leader" => admin::v2_stats_leader(st),
-        "/v2/stats/store" => admin::v2_stats_store(st),
+        "/v2/stats/self" => stats::v2_stats_self(st),
+        "/v2/stats/leader" => stats::v2_stats_leader(st),
+        "/v2/stats/store" => stats::v2_stats_store(st),
         "/health" => admin::health(st).await,
         "/metrics" => metrics::render(st),
         "/v1/machines" => admin::v1_machines(st).await,

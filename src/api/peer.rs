@@ -52,7 +52,7 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
         (Method::GET, "/name") => text(200, st.node.me.name.clone()),
         (Method::GET, "/version") => text(200, crate::raft::network::PEER_VERSION),
         (Method::GET, "/etcdURL") => text(200, st.node.me.client_url.clone()),
-        (Method::GET, "/members") => super::admin::peer_members(st),
+        (Method::GET, "/members") => super::members::peer_members(st),
         (Method::POST, "/raft/append") => {
             rpc(req, |r| async move {
                 Ok::<_, ()>(st.node.raft.append_entries(r).await)
