@@ -1,6 +1,5 @@
-//! `/v2/auth` over HTTP (etcd 2.3 semantics, docs/api.md), and the permission checks
-//! the other handlers call: [`authorize_key`] for `/v2/keys`, [`authorize_admin`] for the
-//! admin writes of `/v2/members`.
+//! `/v2/auth` over HTTP (etcd 2.3 semantics, docs/api.md). Who may do what - the checks the
+//! other handlers call - is in `access.rs`.
 //!
 //! The auth state itself is the pure state machine of [`crate::auth`]; this module is its
 //! edge, where time and slow work live:
@@ -24,18 +23,17 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::Method;
 use axum::response::Response;
 
+use super::access::authorize_admin;
 use super::params::read_body;
 use super::response::method_not_allowed;
 use super::response::{self, JSON};
 use super::{AppRef, AppState};
-use crate::auth::cache::{CacheKey, VerifyCache};
 use crate::auth::wire::{self, Enabled, Message, RoleList, UserAnswer, UserList, UserWithRoles};
-use crate::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions, User, basic};
+use crate::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions};
 use crate::command::Command;
-use crate::error::{Code, EtcdError};
 use crate::go::go_json;
 use crate::store::path;
 
@@ -376,7 +374,7 @@ fn with_cluster(st: &AppState, mut r: Response) -> Response {
 }
 
 /// `{"message": ...}`, no newline.
-fn message(status: u16, text: &str) -> Response {
+pub(super) fn message(status: u16, text: &str) -> Response {
     response::json(status, go_json(&Message { message: text }))
 }
 
@@ -400,151 +398,6 @@ fn done(st: &AppState) -> Response {
 
 async fn ready(st: &AppState) -> Result<(), Response> {
     st.node.wait_ready().await.map_err(|_| internal(st))
-}
-
-// ---------------------------------------------------------------------------------------
-// permission checks
-
-/// Who is asking, once the password (if any) is checked.
-enum Caller {
-    /// Auth is off: everything is allowed.
-    Open,
-    /// No `Authorization` header.
-    Guest,
-    /// Bad header, unknown user or wrong password.
-    Denied,
-    User(User),
-}
-
-/// A caller, or a user whose password still has to be verified.
-enum Claim {
-    Known(Caller),
-    Verify {
-        user: User,
-        password: Vec<u8>,
-        header: Vec<u8>,
-    },
-}
-
-/// First half of identifying a caller, under the state lock (cheap). As Go's
-/// `Header.Get`, only the first `Authorization` value counts, and an empty one is none.
-fn identify(st: &AppState, authorization: Option<&HeaderValue>) -> Claim {
-    let d = st.node.replica.read();
-    let auth = &d.store.auth;
-    if !auth.enabled() {
-        return Claim::Known(Caller::Open);
-    }
-    let header = authorization.map(HeaderValue::as_bytes).unwrap_or_default();
-    if header.is_empty() {
-        return Claim::Known(Caller::Guest);
-    }
-    let Some((name, password)) = basic::parse(header) else {
-        return Claim::Known(Caller::Denied);
-    };
-    match auth.user(&name) {
-        Some(user) => Claim::Verify {
-            user,
-            password,
-            header: header.to_vec(),
-        },
-        None => Claim::Known(Caller::Denied),
-    }
-}
-
-async fn identify_async(st: &AppState, authorization: Option<&HeaderValue>) -> Caller {
-    match identify(st, authorization) {
-        Claim::Known(c) => c,
-        Claim::Verify {
-            user,
-            password,
-            header,
-        } => {
-            let key = VerifyCache::global().key(&header, &user.password);
-            if VerifyCache::global().contains(key) {
-                return Caller::User(user);
-            }
-            let hash = user.password.clone();
-            let ok = tokio::task::spawn_blocking(move || {
-                bcrypt::verify(&password, &hash).unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-            verified(user, key, ok)
-        }
-    }
-}
-
-fn verified(user: User, key: CacheKey, ok: bool) -> Caller {
-    if ok {
-        VerifyCache::global().insert(key);
-        Caller::User(user)
-    } else {
-        Caller::Denied
-    }
-}
-
-fn is_admin(caller: &Caller) -> bool {
-    match caller {
-        Caller::Open => true,
-        Caller::User(u) => u.is_admin(),
-        Caller::Guest | Caller::Denied => false,
-    }
-}
-
-fn admin_denied() -> Response {
-    message(401, "Insufficient credentials")
-}
-
-/// May this request use the admin API? Open while auth is off; otherwise it needs Basic
-/// credentials of a user holding the role `root` (no guest). Denied: 401
-/// `{"message":"Insufficient credentials"}`. A password not verified recently costs a
-/// bcrypt check (~50-100 ms) on a blocking thread.
-pub async fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    if is_admin(&identify_async(state, headers.get(header::AUTHORIZATION)).await) {
-        Ok(())
-    } else {
-        Err(admin_denied())
-    }
-}
-
-/// The permission check of a `/v2/keys` request: `key` is the path after `/v2/keys`,
-/// decoded, as sent (`""` for `/v2/keys`, `/` for `/v2/keys/`). GET and HEAD need read
-/// access, every other method write access. Denied: error 110 (401) with `X-Etcd-Index: 0`.
-pub async fn authorize_key(
-    st: &AppState,
-    authorization: Option<&HeaderValue>,
-    key: &str,
-    method: &Method,
-    recursive: bool,
-) -> Result<(), Response> {
-    let write = method != Method::GET && method != Method::HEAD;
-    let allowed =
-        match identify_async(st, authorization).await {
-            Caller::Open => true,
-            Caller::Denied => false,
-            Caller::Guest => st
-                .node
-                .replica
-                .read()
-                .store
-                .auth
-                .guest_has_access(key, write),
-            Caller::User(u) => st.node.replica.read().store.auth.user_has_access(
-                u.role_names(),
-                key,
-                write,
-                recursive,
-            ),
-        };
-    if allowed {
-        Ok(())
-    } else {
-        Err(super::response::v2_error(&EtcdError::new(
-            Code::Unauthorized,
-            "Insufficient credentials",
-            0,
-        )))
-    }
 }
 
 #[cfg(test)]

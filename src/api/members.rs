@@ -73,7 +73,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
         return super::response::method_not_allowed("GET,POST,DELETE,PUT");
     }
     // With auth on, member changes need a root user (etcd 2.3).
-    if let Err(r) = crate::api::auth::authorize_admin(&st, req.headers()).await {
+    if let Err(r) = crate::api::access::authorize_admin(&st, req.headers()).await {
         return r;
     }
     let Ok(mid) = u64::from_str_radix(id, 16) else {
@@ -108,7 +108,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
 
 /// `POST /v2/members` with `{"peerURLs":[...]}`: add a member that will join later.
 pub async fn v2_members_add(st: AppRef, req: axum::extract::Request) -> Response {
-    if let Err(r) = crate::api::auth::authorize_admin(&st, req.headers()).await {
+    if let Err(r) = crate::api::access::authorize_admin(&st, req.headers()).await {
         return r;
     }
     let url = match peer_urls_body(req).await {

@@ -10,6 +10,7 @@
 //! Every handler waits (bounded) until the node is ready, so a restarting node never serves
 //! a read from a half-recovered store.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod members;

@@ -97,7 +97,7 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     }
     // Auth (etcd 2.3): after parsing, before the store; checks the key as sent.
     if let Err(r) =
-        super::auth::authorize_key(&st, authorization.as_ref(), url_key, &method, kr.recursive)
+        super::access::authorize_key(&st, authorization.as_ref(), url_key, &method, kr.recursive)
             .await
     {
         return with_cluster(r);
