@@ -369,24 +369,12 @@ mod checker_tests {
     // -----------------------------------------------------------------------------------
     // random histories of a simulated register
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::common::rng::Rng;
 
     /// `n` operations from `clients` clients on one register, each taking effect at a random
     /// moment between its call and its return; some writes' answers are lost (unknown).
     fn simulate(seed: u64, clients: usize, n: usize) -> Vec<Record> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         // Each client: a chain of operations; (call, effect point, return).
         let mut planned: Vec<(u64, u64, u64, usize)> = Vec::new();
         for c in 0..clients {
@@ -550,55 +538,17 @@ use std::time::{Duration, Instant};
 
 use checker::{Op, Outcome, Prev, Record, Verdict, WatchEvent};
 use cluster_common::{Nodes, Proc, REQ, call, call_t};
+use common::rng::Rng;
 use common::{Resp, free_port, parse_response, probe_ready};
 use proxy::Net;
 
 // ---------------------------------------------------------------------------------------
 // randomness and run length
 
-/// SplitMix64: every choice of a run derives from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-
-    /// An independent generator (for a thread), derived from this one.
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
-
 /// The seed of this test process: `CHAOS_SEED`, or the clock.
 fn base_seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| match std::env::var("CHAOS_SEED") {
-        Ok(s) => s.trim().parse().expect("CHAOS_SEED must be a number"),
-        Err(_) => {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                % 1_000_000_000
-        }
-    })
+    *SEED.get_or_init(|| common::rng::seed_from_env("CHAOS_SEED"))
 }
 
 /// `CHAOS_SECONDS`: long mode, each cluster run lasts that long.
@@ -1858,7 +1808,7 @@ fn run(cfg: &RunCfg) -> RunResult {
         cfg.name,
         long_seconds().map_or(String::new(), |s| format!(" CHAOS_SECONDS={s}"))
     );
-    let mut rng = Rng(seed ^ cfg.salt.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = Rng::new(seed ^ cfg.salt.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut cl = Cluster::start(cfg.members, &mut rng);
     let immune_addr = cl.addr(cl.immune).to_string();
     let start = cl.start;

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Load, Nodes, Proc, REQ, call, call_t, initial_cluster, leaves, listing};
+use cluster_common::{
+    Acks, Load, Nodes, Proc, REQ, call, call_t, initial_cluster, leaves, listing,
+};
 use common::{Resp, form_encode};
 
 // ---------------------------------------------------------------------------------------
@@ -1316,7 +1318,7 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
         "/load",
         Duration::from_millis(5),
         Duration::from_millis(20),
-        true,
+        Acks::Check,
     );
     thread::sleep(Duration::from_millis(700));
     cl.p[old].kill9();
@@ -1382,7 +1384,7 @@ fn five_members_survive_losing_two() {
         "/five",
         Duration::from_millis(5),
         Duration::from_millis(20),
-        true,
+        Acks::Check,
     );
     thread::sleep(Duration::from_millis(700));
     cl.p[other].kill9();
@@ -2440,7 +2442,7 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
         "/dr",
         Duration::from_millis(2),
         Duration::from_millis(20),
-        true,
+        Acks::Check,
     );
     thread::sleep(Duration::from_millis(1500));
     // Both others die at once, mid-load: quorum is gone for good.

@@ -18,7 +18,7 @@ mod proxy;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Load, Nodes, Proc, REQ, call_t, initial_cluster, leaves};
+use cluster_common::{Acks, Load, Nodes, Proc, REQ, call_t, initial_cluster, leaves};
 use common::{form_encode, free_port, probe_ready};
 use proxy::Net;
 
@@ -365,7 +365,7 @@ fn flapping_partitions_lose_no_acknowledged_write() {
         "/flap",
         Duration::from_millis(10),
         Duration::ZERO,
-        false,
+        Acks::Trust,
     );
     let mut seed = 0x9e37_79b9_7f4a_7c15u64
         ^ std::time::SystemTime::now()

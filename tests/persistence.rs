@@ -15,8 +15,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::rng::Rng;
 use common::{Node, form_encode, request_timeout};
 
 /// Timeout of a single write or read issued by the load generators.
@@ -24,39 +25,6 @@ const REQ_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // small utilities
-
-/// xorshift64*, seeded from the clock (or `PERSIST_SEED`), printed so a run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(what: &str) -> Rng {
-        let seed = std::env::var("PERSIST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            })
-            | 1;
-        eprintln!("{what}: seed {seed} (set PERSIST_SEED to replay)");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 /// Outcome of one HTTP exchange, as far as these tests care.
 enum Answer {
@@ -271,6 +239,13 @@ struct WriterOut {
     violations: Vec<String>,
 }
 
+/// What a [`Load`] writer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ops {
+    SetsOnly,
+    WithDeletes,
+}
+
 /// Writer threads over ledger groups, each issuing v1 sets back to back.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -280,7 +255,8 @@ struct Load {
 
 impl Load {
     /// Start one writer per group. `tag` makes values unique across runs; `limit` bounds the
-    /// number of operations per thread (None: until stopped); `deletes` mixes in deletes.
+    /// number of operations per thread (None: until stopped); `ops` says whether deletes are
+    /// mixed in.
     /// Operations rotate over the group's keys.
     fn start(
         addr: &str,
@@ -288,7 +264,7 @@ impl Load {
         groups: &[usize],
         tag: &str,
         limit: Option<usize>,
-        deletes: bool,
+        ops: Ops,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
@@ -301,7 +277,7 @@ impl Load {
             let tag = tag.to_string();
             let stop = stop.clone();
             handles.push(thread::spawn(move || {
-                writer(g, addr, prefix, tag, keys, last_index, limit, deletes, stop)
+                writer(g, addr, prefix, tag, keys, last_index, limit, ops, stop)
             }));
         }
         Load {
@@ -407,7 +383,7 @@ fn do_delete(addr: &str, key: &str) -> Outcome {
     }
 }
 
-/// One writer: sets (and, with `deletes`, every 7th operation a delete) rotating over its
+/// One writer: sets (and, with [`Ops::WithDeletes`], every 7th operation a delete) rotating over its
 /// keys, back to back. Every acknowledged answer is checked against the ledger at once:
 /// the `prevValue`/`newKey` it reports must not be older than the last acknowledged state.
 #[allow(clippy::too_many_arguments)]
@@ -419,7 +395,7 @@ fn writer(
     mut keys: Vec<KeyLog>,
     mut last_index: u64,
     limit: Option<usize>,
-    deletes: bool,
+    ops: Ops,
     stop: Arc<AtomicBool>,
 ) -> WriterOut {
     let mut acks = Vec::new();
@@ -429,7 +405,7 @@ fn writer(
     while !stop.load(Ordering::SeqCst) && limit.is_none_or(|l| seq < l) {
         let n = seq % keys.len();
         let key = format!("{prefix}/k{n}");
-        let op = if deletes && seq % 7 == 3 {
+        let op = if ops == Ops::WithDeletes && seq % 7 == 3 {
             None
         } else {
             Some(format!("{tag}-s{seq}"))
@@ -838,7 +814,7 @@ fn verify_after_restart(
 /// data directory, all acknowledged writes of all cycles must survive every cycle.
 #[test]
 fn acknowledged_writes_survive_repeated_kill9() {
-    let mut rng = Rng::new("kill9 cycles");
+    let mut rng = Rng::from_env("PERSIST_SEED", "kill9 cycles");
     let mut node = Node::prepare("p0", &[]);
     node.spawn();
     assert!(
@@ -858,7 +834,7 @@ fn acknowledged_writes_survive_repeated_kill9() {
             &groups,
             &format!("c{cycle}"),
             None,
-            true,
+            Ops::WithDeletes,
         );
         let delay = rng.range(200, 1500);
         thread::sleep(Duration::from_millis(delay));
@@ -886,7 +862,7 @@ fn acknowledged_writes_survive_repeated_kill9() {
 /// then SIGKILL in the middle of heavy load with snapshots being taken.
 #[test]
 fn acknowledged_writes_survive_kill9_with_snapshots() {
-    let mut rng = Rng::new("snapshots");
+    let mut rng = Rng::from_env("PERSIST_SEED", "snapshots");
     let mut node = Node::prepare("s0", &["-snapshotCount", "200"]);
     node.spawn();
     assert!(
@@ -899,8 +875,15 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
 
     // 8 writers x 250 distinct keys, each written once.
     let fixed = ledger.add_groups("/snap", 8, 250);
-    let res =
-        Load::start(&node.client, &mut ledger, &fixed, "fixed", Some(250), false).join(&mut ledger);
+    let res = Load::start(
+        &node.client,
+        &mut ledger,
+        &fixed,
+        "fixed",
+        Some(250),
+        Ops::SetsOnly,
+    )
+    .join(&mut ledger);
     eprintln!(
         "snapshots: {} writes acknowledged, {} not ({:?})",
         res.acks.len(),
@@ -932,7 +915,7 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
             &heavy,
             &format!("h{round}"),
             None,
-            true,
+            Ops::WithDeletes,
         );
         let delay = rng.range(200, 1500);
         thread::sleep(Duration::from_millis(delay));
@@ -956,12 +939,19 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
 /// A crash while the node is still recovering (replaying its log) loses nothing either.
 #[test]
 fn kill9_during_recovery_loses_nothing() {
-    let mut rng = Rng::new("kill during recovery");
+    let mut rng = Rng::from_env("PERSIST_SEED", "kill during recovery");
     let mut node = Node::start("r0");
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
     let groups = ledger.add_groups("/rec", 32, 20);
-    let load = Load::start(&node.client, &mut ledger, &groups, "r", None, true);
+    let load = Load::start(
+        &node.client,
+        &mut ledger,
+        &groups,
+        "r",
+        None,
+        Ops::WithDeletes,
+    );
     thread::sleep(Duration::from_millis(rng.range(800, 1500)));
     node.kill9();
     let res = load.stop_and_join(&mut ledger);
@@ -1001,8 +991,15 @@ fn acknowledged_writes_survive_kill9_with_long_snapshot_flag() {
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
     let groups = ledger.add_groups("/long", 8, 10);
-    let res =
-        Load::start(&node.client, &mut ledger, &groups, "a", Some(100), false).join(&mut ledger);
+    let res = Load::start(
+        &node.client,
+        &mut ledger,
+        &groups,
+        "a",
+        Some(100),
+        Ops::SetsOnly,
+    )
+    .join(&mut ledger);
     violations.extend(res.violations);
     assert_eq!(res.acks.len(), 800, "stderr:\n{}", node.stderr());
     node.kill9();
@@ -1015,12 +1012,19 @@ fn acknowledged_writes_survive_kill9_with_long_snapshot_flag() {
 /// restart.
 #[test]
 fn acknowledged_writes_survive_sigterm_under_load() {
-    let mut rng = Rng::new("sigterm");
+    let mut rng = Rng::from_env("PERSIST_SEED", "sigterm");
     let mut node = Node::start("g0");
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
     let groups = ledger.add_groups("/g", 32, 20);
-    let load = Load::start(&node.client, &mut ledger, &groups, "g", None, true);
+    let load = Load::start(
+        &node.client,
+        &mut ledger,
+        &groups,
+        "g",
+        None,
+        Ops::WithDeletes,
+    );
     thread::sleep(Duration::from_millis(rng.range(400, 1200)));
     let stopped = Instant::now();
     let status = node.stop(); // SIGTERM, bounded wait

@@ -499,8 +499,17 @@ pub fn leaves(body: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// Background writers, one per address, that record what was acknowledged: writer `w`
 /// PUTs `<prefix>/w<w>/<i:05>` = `<w>-<i>` (a key per request), then sleeps `pause`, and
-/// `backoff` more after a write that was not acknowledged (201). With `check_acks`, an
+/// `backoff` more after a write that was not acknowledged (201). With [`Acks::Check`], an
 /// acknowledgement must name the key and value written (else the writer panics).
+/// What a [`Load`] writer does with an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// It must name the key and value written (else the writer panics).
+    Check,
+    /// Only its status counts.
+    Trust,
+}
+
 pub struct Load {
     stop: Arc<AtomicBool>,
     handles: Vec<thread::JoinHandle<Vec<(String, String)>>>,
@@ -512,7 +521,7 @@ impl Load {
         prefix: &str,
         pause: Duration,
         backoff: Duration,
-        check_acks: bool,
+        acks: Acks,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = addrs
@@ -530,7 +539,7 @@ impl Load {
                         let body = form_encode(&[("value", &value)]);
                         match call_t(&a, "PUT", &format!("/v2/keys{key}"), &body, REQ) {
                             Ok(r) if r.status == 201 => {
-                                if check_acks {
+                                if acks == Acks::Check {
                                     let v: serde_json::Value =
                                         serde_json::from_str(&r.body).unwrap_or_default();
                                     assert_eq!(

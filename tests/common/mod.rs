@@ -2,6 +2,8 @@
 //! to them.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
