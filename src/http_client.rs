@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A pooled client for `http://` and `https://` URLs.
 #[derive(Clone)]
@@ -39,19 +39,9 @@ pub struct Answer {
 impl HttpClient {
     /// `tls` is used for `https://` URLs.
     pub fn new(tls: rustls::ClientConfig, connect_timeout: Duration) -> HttpClient {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
-        tcp.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        HttpClient { http }
+        HttpClient {
+            http: pooled(tls, connect_timeout),
+        }
     }
 
     /// Send a request and return the answer as it streams in.
@@ -111,6 +101,27 @@ impl HttpClient {
         };
         res.map_err(|e| format!("{url}: {e}"))
     }
+}
+
+/// A pooled HTTP/1.1 client for `http://` and `https://` URLs (`tls` for the latter), with
+/// TCP_NODELAY, a connect timeout, and idle connections kept 30 s. The peer client
+/// (`raft::network`) is one too.
+pub fn pooled(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> Client<Connector, Full<Bytes>> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// An error with its causes, on one line.

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -53,26 +51,16 @@ pub const PEER_VERSION: &str = "etcd-rs/2";
 /// An HTTP client for peer ports, shared by every connection (it pools connections).
 #[derive(Clone)]
 pub struct PeerClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<crate::http_client::Connector, Full<Bytes>>,
 }
 
 impl PeerClient {
     /// A client for `http://` and `https://` peer URLs; `tls` is used for the latter (our
     /// certificate as client certificate, the peer CA as trust anchor).
     pub fn new(tls: rustls::ClientConfig) -> PeerClient {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
-        tcp.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        PeerClient { http }
+        PeerClient {
+            http: crate::http_client::pooled(tls, Duration::from_secs(2)),
+        }
     }
 
     /// POST `body` as JSON to `<base><path>` and decode the JSON answer, within `timeout`.
