@@ -12,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EtcdError;
-use crate::store::{Event, Store, path};
+use crate::state::State;
+use crate::store::{Event, path};
 
 /// Where cluster members are registered (v0.1's machine registry, the choices in docs/api.md).
 pub const MACHINES_DIR: &str = "/_etcd/machines";
@@ -74,7 +75,7 @@ pub enum Command {
         id: Option<u64>,
     },
     /// A change to users, roles or the auth switch (`/v2/auth`); consumes no store index.
-    Auth(crate::auth::AuthCommand),
+    Auth(crate::state::auth::AuthCommand),
 }
 
 /// The result of one command: the event of a successful key write (None for commands that
@@ -99,7 +100,8 @@ impl Command {
         }
     }
 
-    pub fn apply(&self, store: &mut Store) -> CommandResult {
+    pub fn apply(&self, state: &mut State) -> CommandResult {
+        let store = &mut state.store;
         match self {
             Command::Set {
                 key,
@@ -173,7 +175,7 @@ impl Command {
             }
             Command::Unregister { name, id } => {
                 if let Some(id) = id {
-                    store.removed_members.insert(*id);
+                    state.removed_members.insert(*id);
                 }
                 if name.is_empty() {
                     return Ok(None);
@@ -184,7 +186,7 @@ impl Command {
                     Err(e) => Err(e),
                 }
             }
-            Command::Auth(cmd) => cmd.apply(&mut store.auth).map(|()| None),
+            Command::Auth(cmd) => cmd.apply(&mut state.auth).map(|()| None),
         }
     }
 }
@@ -250,17 +252,18 @@ mod tests {
 
     #[test]
     fn register_is_idempotent_and_visible() {
-        let mut st = Store::new(100);
+        let mut st = State::new(100);
         let reg = Command::Register {
             name: "node0".into(),
             peer_url: "http://127.0.0.1:7001".into(),
             client_url: "http://127.0.0.1:4001".into(),
         };
         assert!(reg.apply(&mut st).unwrap().is_some());
-        assert_eq!(st.index(), 1);
+        assert_eq!(st.store.index(), 1);
         assert!(reg.apply(&mut st).unwrap().is_none());
-        assert_eq!(st.index(), 1, "re-registering consumes no index");
+        assert_eq!(st.store.index(), 1, "re-registering consumes no index");
         let v = st
+            .store
             .get("/_etcd/machines/node0", false, true)
             .unwrap()
             .value
@@ -279,7 +282,7 @@ mod tests {
         }
         .apply(&mut st)
         .unwrap();
-        assert!(st.get("/_etcd/machines/node0", false, true).is_err());
+        assert!(st.store.get("/_etcd/machines/node0", false, true).is_err());
         assert!(
             Command::Unregister {
                 name: "node0".into(),

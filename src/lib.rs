@@ -8,17 +8,16 @@
 //!                  raft::node            coalesce concurrent commands into one batch entry
 //!                  openraft              replicate; commit when a quorum has it
 //!                  raft::log_store       append the whole batch as one WAL frame (raft::wal), fsync
-//!                  raft::state_machine   Command::apply(&mut Store), in log order
-//!                  store                 mutate the tree, bump the index, record the event,
+//!                  raft::state_machine   Command::apply(&mut State), in log order
+//!                  state, store          mutate the tree, bump the index, record the event,
 //!                                        wake watchers
 //! client <--HTTP-- api::response         Event | EtcdError -> status, headers, JSON
 //! ```
 //!
 //! Reads are served from the in-memory store after the node has recovered. Dependencies
-//! point one way: `api -> raft -> command -> store`.
+//! point one way: `api -> raft -> command -> state -> store`.
 
 pub mod api;
-pub mod auth;
 pub mod clock;
 pub mod command;
 pub mod config;
@@ -32,5 +31,6 @@ pub mod log_filter;
 pub mod proxy;
 pub mod raft;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod tls;

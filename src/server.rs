@@ -368,7 +368,7 @@ pub async fn run(
     }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
-    shared.read().store.close_watches();
+    shared.read().state.store.close_watches();
     if tokio::time::timeout(SHUTDOWN_GRACE, servers).await.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
     }
@@ -536,7 +536,7 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    tracing::info!(index = node.replica.read().store.index(), "ready");
+    tracing::info!(index = node.replica.read().state.store.index(), "ready");
     node.set_ready();
 }
 

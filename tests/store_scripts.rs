@@ -62,9 +62,10 @@ use std::path::{Path, PathBuf};
 use etcd::command::Command;
 use etcd::error::EtcdError;
 use etcd::go::rfc3339_nanos;
+use etcd::state::State;
 use etcd::store::json::{v1_event_json, v1_get_json, v2_event_json};
 use etcd::store::watch::Watcher;
-use etcd::store::{Action, Event, OnCleared, Store};
+use etcd::store::{Action, Event, OnCleared};
 use tokio::sync::mpsc::error::TryRecvError;
 
 const NANOS: i64 = 1_000_000_000;
@@ -229,7 +230,7 @@ fn first_difference(expected: &str, actual: &str) -> Option<String> {
 // running commands
 
 struct Runner {
-    store: Store,
+    state: State,
     now: i64,
     watchers: BTreeMap<String, Watcher>,
     /// Set once a command touched the store; `history` must come before.
@@ -376,7 +377,7 @@ fn parse_duration(s: &str) -> Result<i64, String> {
 impl Runner {
     fn new() -> Runner {
         Runner {
-            store: Store::new(DEFAULT_HISTORY),
+            state: State::new(DEFAULT_HISTORY),
             now: START,
             watchers: BTreeMap::new(),
             started: false,
@@ -394,7 +395,7 @@ impl Runner {
                 let n = a.positional[0]
                     .parse()
                     .map_err(|_| "history size must be a number")?;
-                self.store = Store::new(n);
+                self.state = State::new(n);
                 Ok(vec![])
             }
             "clock" => {
@@ -408,11 +409,14 @@ impl Runner {
             }
             "index" => {
                 a.allow(&[], &[], 0)?;
-                Ok(vec![format!("index={}", self.store.index())])
+                Ok(vec![format!("index={}", self.state.store.index())])
             }
             "watchers" => {
                 a.allow(&[], &[], 0)?;
-                Ok(vec![format!("watchers={}", self.store.watcher_count())])
+                Ok(vec![format!(
+                    "watchers={}",
+                    self.state.store.watcher_count()
+                )])
             }
             "get" => {
                 a.allow(&[], &["recursive", "sorted", "hidden"], 1)?;
@@ -420,10 +424,11 @@ impl Runner {
                 // Listings always come out sorted (the tree is a BTreeMap); `sorted` is
                 // accepted so scripts read like the requests they model.
                 Ok(vec![match self
+                    .state
                     .store
                     .get(&a.key(), a.flag("recursive"), a.flag("hidden"))
                 {
-                    Ok(view) if a.v1 => v1_get_json(&view, self.store.index(), self.now),
+                    Ok(view) if a.v1 => v1_get_json(&view, self.state.store.index(), self.now),
                     Ok(view) => trim(v2_event_json(Action::Get, &view, None, self.now, false)),
                     Err(e) => render_error(&e, a.v1),
                 }])
@@ -459,7 +464,7 @@ impl Runner {
                     .watchers
                     .remove(name)
                     .ok_or_else(|| format!("no watcher named `{name}`"))?;
-                self.store.unwatch(&w);
+                self.state.store.unwatch(&w);
                 Ok(vec![])
             }
             "expire" => {
@@ -471,9 +476,9 @@ impl Runner {
                 let cmd = self.command(&a)?;
                 self.started = true;
                 let novalue = a.flag("novalue");
-                Ok(vec![match cmd.apply(&mut self.store) {
+                Ok(vec![match cmd.apply(&mut self.state) {
                     Ok(Some(ev)) => render_event(&ev, self.now, a.v1, novalue),
-                    Ok(None) => format!("(no event) index={}", self.store.index()),
+                    Ok(None) => format!("(no event) index={}", self.state.store.index()),
                     Err(e) => render_error(&e, a.v1),
                 }])
             }
@@ -607,7 +612,7 @@ impl Runner {
             OnCleared::Error
         };
         self.started = true;
-        Ok(vec![match self.store.watch(
+        Ok(vec![match self.state.store.watch(
             &key,
             a.flag("recursive"),
             a.flag("stream"),
@@ -627,8 +632,8 @@ impl Runner {
     /// Apply `Command::Expire { now }`; the command answers nothing, so read the events it
     /// produced back from the history (each expired node is one index).
     fn expire(&mut self, v1: bool) -> Result<Vec<String>, String> {
-        let before = self.store.index();
-        let res = Command::Expire { now: self.now }.apply(&mut self.store);
+        let before = self.state.store.index();
+        let res = Command::Expire { now: self.now }.apply(&mut self.state);
         let mut out = Vec::new();
         match res {
             Ok(None) => {}
@@ -638,8 +643,9 @@ impl Runner {
             )),
             Err(e) => out.push(render_error(&e, v1)),
         }
-        for i in before + 1..=self.store.index() {
+        for i in before + 1..=self.state.store.index() {
             let mut w = self
+                .state
                 .store
                 .watch("/", true, false, Some(i), true, OnCleared::Error)
                 .map_err(|e| format!("event {i} is not in the history: {e}"))?;
@@ -650,7 +656,7 @@ impl Runner {
                     render_event(&ev, self.now, v1, false)
                 )),
                 Err(_) => {
-                    self.store.unwatch(&w);
+                    self.state.store.unwatch(&w);
                     out.push(format!("(history has no event {i})"));
                 }
             }

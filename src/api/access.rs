@@ -1,5 +1,5 @@
 //! Access decisions with `/v2/auth` on: who is asking (Basic credentials, a bcrypt check
-//! remembered for a while, see `crate::auth::cache`), and whether they may use the admin API
+//! remembered for a while, see `crate::state::auth::cache`), and whether they may use the admin API
 //! ([`authorize_admin`]) or read or write a key ([`authorize_key`]).
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -7,9 +7,9 @@ use axum::response::Response;
 
 use super::AppState;
 use super::auth::message;
-use crate::auth::cache::{CacheKey, VerifyCache};
-use crate::auth::{User, basic};
 use crate::error::{Code, EtcdError};
+use crate::state::auth::cache::{CacheKey, VerifyCache};
+use crate::state::auth::{User, basic};
 
 /// Who is asking, once the password (if any) is checked.
 enum Caller {
@@ -36,7 +36,7 @@ enum Claim {
 /// `Header.Get`, only the first `Authorization` value counts, and an empty one is none.
 fn identify(st: &AppState, authorization: Option<&HeaderValue>) -> Claim {
     let d = st.node.replica.read();
-    let auth = &d.store.auth;
+    let auth = &d.state.auth;
     if !auth.enabled() {
         return Claim::Known(Caller::Open);
     }
@@ -132,10 +132,10 @@ pub async fn authorize_key(
                 .node
                 .replica
                 .read()
-                .store
+                .state
                 .auth
                 .guest_has_access(key, write),
-            Caller::User(u) => st.node.replica.read().store.auth.user_has_access(
+            Caller::User(u) => st.node.replica.read().state.auth.user_has_access(
                 u.role_names(),
                 key,
                 write,

@@ -1,7 +1,7 @@
 //! `/v2/auth` over HTTP (etcd 2.3 semantics, docs/api.md). Who may do what - the checks the
 //! other handlers call - is in `access.rs`.
 //!
-//! The auth state itself is the pure state machine of [`crate::auth`]; this module is its
+//! The auth state itself is the pure state machine of [`crate::state::auth`]; this module is its
 //! edge, where time and slow work live:
 //! * A write reads the state linearizably, validates the operation on a copy of it (so every
 //!   refusal is answered at once, without proposing), hashes a new password with bcrypt
@@ -10,7 +10,7 @@
 //!   refused as stale and the handler starts over; otherwise the answer it computed is the
 //!   one the log applied.
 //! * Checking a password costs a bcrypt verification (~50-100 ms). Successful verifications
-//!   are remembered ([`crate::auth::cache`]) in a small process-wide set keyed by a 128-bit
+//!   are remembered ([`crate::state::auth::cache`]) in a small process-wide set keyed by a 128-bit
 //!   keyed hash of the `Authorization` value together with the user's stored hash, so a
 //!   changed password (a new hash) or a deleted user never matches an old entry. Failures
 //!   are not remembered (a wrong password stays slow). Passwords and headers are never
@@ -31,10 +31,12 @@ use super::params::read_body;
 use super::response::method_not_allowed;
 use super::response::{self, JSON};
 use super::{AppRef, AppState};
-use crate::auth::wire::{self, Enabled, Message, RoleList, UserAnswer, UserList, UserWithRoles};
-use crate::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions};
 use crate::command::Command;
 use crate::go::go_json;
+use crate::state::auth::wire::{
+    self, Enabled, Message, RoleList, UserAnswer, UserList, UserWithRoles,
+};
+use crate::state::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions};
 use crate::store::path;
 
 /// bcrypt cost, as etcd (`bcrypt.DefaultCost`).
@@ -88,7 +90,7 @@ async fn enable(st: AppRef, req: Request) -> Response {
     }
     let op = match method {
         Method::GET => {
-            let enabled = st.node.replica.read().store.auth.enabled();
+            let enabled = st.node.replica.read().state.auth.enabled();
             return answer(&st, 200, go_json(&Enabled { enabled }));
         }
         Method::PUT => AuthOp::Enable,
@@ -112,7 +114,7 @@ async fn list(st: AppRef, users: bool, req: Request) -> Response {
         return r;
     }
     let d = st.node.replica.read();
-    let auth = &d.store.auth;
+    let auth = &d.state.auth;
     let body = if users {
         let all: Vec<UserWithRoles> = auth
             .users()
@@ -147,7 +149,7 @@ async fn item(st: AppRef, users: bool, name: &str, req: Request) -> Response {
     match (users, method) {
         (true, Method::GET) => get_user(&st, name),
         (false, Method::GET) => {
-            let role = st.node.replica.read().store.auth.role(name);
+            let role = st.node.replica.read().state.auth.role(name);
             match role {
                 Some(r) => answer(&st, 200, go_json(&r)),
                 None => role_missing(&st, name),
@@ -192,7 +194,7 @@ fn role_missing(st: &AppState, name: &str) -> Response {
 /// exists is a 404, as in etcd.
 fn get_user(st: &AppState, name: &str) -> Response {
     let d = st.node.replica.read();
-    let auth = &d.store.auth;
+    let auth = &d.state.auth;
     let Some(user) = auth.user(name) else {
         return refused(
             st,
@@ -328,8 +330,8 @@ async fn write(
         let probe = (!password.is_empty()).then(|| PENDING_HASH.to_string());
         let (base, predicted) = {
             let d = st.node.replica.read();
-            let mut scratch = d.store.auth.clone();
-            (d.store.auth.version(), scratch.apply_op(&build(probe)))
+            let mut scratch = d.state.auth.clone();
+            (d.state.auth.version(), scratch.apply_op(&build(probe)))
         };
         let predicted = predicted.map_err(|e| refused(st, &e))?;
         if !password.is_empty() && hash.is_none() {

@@ -82,7 +82,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
     // Whether the member exists is the leader's call (this node may lag); a member that was
     // removed answers 410, as etcd does.
     let member_now = st.node.member(mid).is_some();
-    if !member_now && st.node.replica.read().store.removed_members.contains(&mid) {
+    if !member_now && st.node.replica.read().state.removed_members.contains(&mid) {
         return with_cluster(
             &st,
             message(410, &format!("Member permanently removed: {id}")),

@@ -47,7 +47,7 @@ fn line(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, 
 }
 
 pub fn render(st: AppRef) -> Response {
-    let s = st.node.replica.read().store.stats();
+    let s = st.node.replica.read().state.store.stats();
     let m = st.node.raft.metrics().borrow().clone();
     let mut out = String::with_capacity(4096);
     line(
@@ -106,7 +106,7 @@ pub fn render(st: AppRef) -> Response {
         "Count of currently active watchers.",
         &[("", s.watchers)],
     );
-    let index = st.node.replica.read().store.index();
+    let index = st.node.replica.read().state.store.index();
     line(
         &mut out,
         "etcd_store_index",

@@ -81,7 +81,7 @@ pub async fn v1_stats(st: AppRef, which: &str, method: &Method) -> Response {
             json(200, go_json(&body))
         }
         "store" => {
-            let stats = st.node.replica.read().store.stats();
+            let stats = st.node.replica.read().state.store.stats();
             json(200, go_json(&stats.v1()))
         }
         _ => response::empty(200),
@@ -186,6 +186,6 @@ pub fn v2_stats_leader(st: AppRef) -> Response {
 
 /// `GET /v2/stats/store`: the store counters.
 pub fn v2_stats_store(st: AppRef) -> Response {
-    let stats = st.node.replica.read().store.stats();
+    let stats = st.node.replica.read().state.store.stats();
     json(200, go_json(&stats))
 }

@@ -58,7 +58,7 @@ fn get(st: &AppRef, key: &str) -> Response {
     // Copy under the lock, render after releasing it.
     let (res, index) = {
         let d = st.node.replica.read();
-        (d.store.get(key, false, true), d.store.index())
+        (d.state.store.get(key, false, true), d.state.store.index())
     };
     match res {
         Ok(view) => json(200, v1_get_json(&view, index, now)),
@@ -200,7 +200,7 @@ struct WatchGuard<'a> {
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
         if let Some(w) = &self.watcher {
-            self.st.node.replica.read().store.unwatch(w);
+            self.st.node.replica.read().state.store.unwatch(w);
         }
     }
 }
@@ -232,7 +232,8 @@ pub async fn watch(st: AppRef, url_key: String, req: Request) -> Response {
     }
     let watcher = {
         let d = st.node.replica.read();
-        d.store
+        d.state
+            .store
             .watch(&key, true, false, since, true, OnCleared::WaitForNext)
     };
     let watcher = match watcher {

@@ -285,7 +285,10 @@ async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
     let render = || {
         let (res, index) = {
             let d = st.node.replica.read();
-            (d.store.get(&kr.key, kr.recursive, false), d.store.index())
+            (
+                d.state.store.get(&kr.key, kr.recursive, false),
+                d.state.store.index(),
+            )
         };
         res.map(|view| {
             (
@@ -340,7 +343,13 @@ struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.st.node.replica.read().store.unwatch(&self.watcher);
+        self.st
+            .node
+            .replica
+            .read()
+            .state
+            .store
+            .unwatch(&self.watcher);
     }
 }
 
@@ -348,7 +357,7 @@ async fn watch(st: &AppRef, kr: &KeyRequest) -> Response {
     let since = Some(kr.wait_index).filter(|&i| i > 0);
     let watcher = {
         let d = st.node.replica.read();
-        d.store.watch(
+        d.state.store.watch(
             &kr.key,
             kr.recursive,
             kr.stream,

@@ -249,7 +249,7 @@ impl RaftNode {
         // forwarding call and its answer stay within MAX_BATCH_BYTES.
         let mut pending = Proposal::new(cmd.clone(), tx);
         if let Some(key) = cmd.key() {
-            pending.cost += self.replica.read().store.value_len(key);
+            pending.cost += self.replica.read().state.store.value_len(key);
         }
         enqueue(&self.forward_queue, pending, left).await?;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -384,6 +384,7 @@ impl RaftNode {
             let due = self
                 .replica
                 .read()
+                .state
                 .store
                 .next_expiry()
                 .is_some_and(|t| t <= now);

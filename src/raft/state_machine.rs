@@ -1,5 +1,5 @@
-//! The Raft state machine: committed entries are applied to the [`Store`] here, in log
-//! order, and snapshots of the store are built, saved and installed here.
+//! The Raft state machine: committed entries are applied to the replicated [`State`] here,
+//! in log order, and snapshots of it are built, saved and installed here.
 //!
 //! The store lives in memory behind one `RwLock` together with the last applied log id and
 //! the membership ([`SmData`]), so a snapshot always pairs a tree with the exact log position
@@ -26,13 +26,15 @@ use super::snapshot::{self, ChunkReader, SnapshotData, Stored};
 use super::types::{
     BatchResult, LogId, Member, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::store::{Store, StoreSnapshot};
+use crate::state::State;
+use crate::store::StoreSnapshot;
 
 /// Everything the state machine owns, under one lock.
 pub struct SmData {
     /// Writes (commands) applied since the last snapshot was taken.
     writes_since_snapshot: u64,
-    pub store: Store,
+    /// The replicated state: the key space, the auth state, the removed members.
+    pub state: State,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
 }
@@ -86,7 +88,7 @@ impl StateMachine {
     ) -> Result<(StateMachine, Arc<Replica>), crate::error::Error> {
         let mut data = SmData {
             writes_since_snapshot: 0,
-            store: Store::new(history_size),
+            state: State::new(history_size),
             last_applied: None,
             membership: Default::default(),
         };
@@ -105,7 +107,9 @@ impl StateMachine {
                 Stored::Legacy(bytes) => snapshot::decode(&mut bytes.as_slice()),
             }
             .map_err(storage_err)?;
-            data.store.restore(snap);
+            data.state
+                .restore(snap)
+                .map_err(|e| storage_err(e.to_string()))?;
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership;
         }
@@ -195,7 +199,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut d = self.replica.write();
         d.writes_since_snapshot = 0;
         SnapshotBuilder {
-            store: d.store.snapshot(),
+            store: d.state.snapshot(),
             last_applied: d.last_applied,
             membership: d.membership.clone(),
             disk: self.disk.clone(),
@@ -228,6 +232,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // after this, the restart loads this snapshot.
         let snap = blocking(move || {
             let snap = snapshot::decode(&mut reader)?;
+            State::verify(&snap).map_err(|e| format!("snapshot: {e}"))?;
             reader
                 .seek(std::io::SeekFrom::Start(0))
                 .map_err(|e| e.to_string())?;
@@ -240,7 +245,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         off_worker(|| {
             let mut d = self.replica.write();
             d.writes_since_snapshot = 0;
-            d.store.restore(snap);
+            // Verified when it was decoded: this cannot fail.
+            if let Err(e) = d.state.restore(snap) {
+                tracing::error!(error = %e, "installing a snapshot");
+            }
             d.last_applied = meta.last_log_id;
             d.membership = meta.last_membership.clone();
         });
@@ -286,8 +294,8 @@ fn apply_to(
         match entry.payload {
             EntryPayload::Blank => out.push(BatchResult::default()),
             EntryPayload::Normal(batch) => {
-                d.store.set_write_time(batch.at);
-                let results = batch.cmds.iter().map(|c| c.apply(&mut d.store)).collect();
+                d.state.store.set_write_time(batch.at);
+                let results = batch.cmds.iter().map(|c| c.apply(&mut d.state)).collect();
                 out.push(BatchResult(results));
                 d.writes_since_snapshot += batch.cmds.len() as u64;
             }

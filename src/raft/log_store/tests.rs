@@ -478,7 +478,7 @@ fn a_failed_sync_stops_raft_and_nothing_after_it_is_acknowledged() {
             later.is_err(),
             "a write after the failure was acknowledged: {later:?}"
         );
-        assert!(shared.read().store.peek_value("/lost").is_none());
+        assert!(shared.read().state.store.peek_value("/lost").is_none());
         let _ = raft.shutdown().await;
     });
     drop(rt);
@@ -498,8 +498,8 @@ fn a_failed_sync_stops_raft_and_nothing_after_it_is_acknowledged() {
         raft.client_write(set("/after")).await.unwrap();
         {
             let d = shared.read();
-            assert_eq!(d.store.peek_value("/acked").as_deref(), Some("v"));
-            assert!(d.store.peek_value("/later").is_none());
+            assert_eq!(d.state.store.peek_value("/acked").as_deref(), Some("v"));
+            assert!(d.state.store.peek_value("/later").is_none());
         }
         let _ = raft.shutdown().await;
     });

@@ -214,7 +214,7 @@ pub struct Message<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::RwPermission;
+    use crate::state::auth::RwPermission;
 
     #[test]
     fn user_bodies_decode_like_go() {

@@ -399,8 +399,9 @@ fn commands_are_compare_and_swap_on_the_version() {
 #[test]
 fn auth_state_rides_in_store_snapshots_and_old_snapshots_load() {
     use crate::command::Command;
-    use crate::store::{Store, StoreSnapshot};
-    let mut store = Store::new(10);
+    use crate::state::State;
+    use crate::store::StoreSnapshot;
+    let mut store = State::new(10);
     Command::Auth(AuthCommand {
         base: 0,
         op: create("root", Some("$r"), None),
@@ -413,16 +414,18 @@ fn auth_state_rides_in_store_snapshots_and_old_snapshots_load() {
     })
     .apply(&mut store)
     .unwrap();
-    assert_eq!(store.index(), 0, "auth writes take no store index");
+    assert_eq!(store.store.index(), 0, "auth writes take no store index");
     let json = serde_json::to_value(store.snapshot()).unwrap();
-    let mut restored = Store::new(10);
-    restored.restore(serde_json::from_value(json.clone()).unwrap());
+    let mut restored = State::new(10);
+    restored
+        .restore(serde_json::from_value(json.clone()).unwrap())
+        .unwrap();
     assert_eq!(restored.auth, store.auth);
     assert!(restored.auth.enabled());
     // A snapshot written before auth existed has no `auth` field.
     let mut old = json;
     old.as_object_mut().unwrap().remove("auth");
     let snap: StoreSnapshot = serde_json::from_value(old).unwrap();
-    restored.restore(snap);
+    restored.restore(snap).unwrap();
     assert_eq!(restored.auth, AuthState::default());
 }
