@@ -516,7 +516,7 @@ async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId
             member: node.me.clone(),
             version: crate::raft::network::PEER_VERSION.to_string(),
         };
-        match crate::api::peer::join(&state, req).await {
+        match crate::api::leader_calls::join(&state, req).await {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "updating this member's record failed; retrying");

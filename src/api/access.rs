@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::Response;
 
 use super::AppState;
-use super::auth::message;
+use super::response::message;
 use crate::error::{Code, EtcdError};
 use crate::state::auth::cache::{CacheKey, VerifyCache};
 use crate::state::auth::{User, basic};

@@ -28,14 +28,12 @@ use axum::response::Response;
 
 use super::access::authorize_admin;
 use super::params::read_body;
-use super::response::method_not_allowed;
 use super::response::{self, JSON};
+use super::response::{message, method_not_allowed};
 use super::{AppRef, AppState};
 use crate::command::Command;
 use crate::go::go_json;
-use crate::state::auth::wire::{
-    self, Enabled, Message, RoleList, UserAnswer, UserList, UserWithRoles,
-};
+use crate::state::auth::wire::{self, Enabled, RoleList, UserAnswer, UserList, UserWithRoles};
 use crate::state::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions};
 use crate::store::path;
 
@@ -373,11 +371,6 @@ fn with_cluster(st: &AppState, mut r: Response) -> Response {
     r.headers_mut()
         .insert("x-etcd-cluster-id", st.cluster_id_header());
     r
-}
-
-/// `{"message": ...}`, no newline.
-pub(super) fn message(status: u16, text: &str) -> Response {
-    response::json(status, go_json(&Message { message: text }))
 }
 
 fn refused(st: &AppState, e: &AuthError) -> Response {

@@ -6,8 +6,8 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::AppRef;
-use super::response::{self, json};
-use crate::api::peer::MemberOp;
+use super::response::{self, json, message};
+use crate::api::leader_calls::MemberOp;
 use crate::error::Code;
 use crate::go::go_json;
 
@@ -99,7 +99,7 @@ pub async fn v2_member(st: AppRef, id: &str, req: axum::extract::Request) -> Res
             Err(r) => return with_cluster(&st, r),
         }
     };
-    let r = match crate::api::peer::member_op(&st, op).await {
+    let r = match crate::api::leader_calls::member_op(&st, op).await {
         Ok(_) => response::empty(204),
         Err(e) => member_error(&e),
     };
@@ -115,15 +115,11 @@ pub async fn v2_members_add(st: AppRef, req: axum::extract::Request) -> Response
         Ok(u) => u,
         Err(r) => return with_cluster(&st, r),
     };
-    let r = match crate::api::peer::member_op(&st, MemberOp::Add { peer_url: url }).await {
+    let r = match crate::api::leader_calls::member_op(&st, MemberOp::Add { peer_url: url }).await {
         Ok(done) => json(201, go_json(&member_json(done.id, &done.member)) + "\n"),
         Err(e) => member_error(&e),
     };
     with_cluster(&st, r)
-}
-
-fn message(status: u16, msg: &str) -> Response {
-    json(status, go_json(&serde_json::json!({ "message": msg })))
 }
 
 fn member_error(e: &crate::error::EtcdError) -> Response {

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod leader_calls;
 pub mod members;
 pub mod metrics;
 pub mod params;

@@ -5,45 +5,25 @@
 //! small v0.1 peer endpoints (`/name`, `/version`, `/etcdURL`, `DELETE /remove/<name>`).
 //!
 //! Cluster calls that only the leader can serve are relayed to the leader by a follower that
-//! receives them (one hop), so a joiner may name any member with `-C`.
-
-use std::time::Duration;
+//! receives them (one hop, `leader_calls.rs`), so a joiner may name any member with `-C`.
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::Response;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::AppRef;
+use super::leader_calls::{MemberOp, join, member_op};
 use super::response::{self, json, text};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
-use crate::raft::cluster::{self, JoinRequest, JoinResponse};
+use crate::raft::cluster::JoinRequest;
 use crate::raft::node::ProposeError;
-use crate::raft::types::{Member, NodeId};
+use crate::raft::types::NodeId;
 
 /// Raft messages can be large (a batch of entries, a snapshot chunk), but not unbounded.
 const MAX_RAFT_BODY: usize = 1 << 30;
-
-/// A member change, as the members API asks the leader for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum MemberOp {
-    Add { peer_url: String },
-    Update { id: NodeId, peer_url: String },
-    Remove { id: NodeId },
-}
-
-/// The leader's answer to a member change: the member concerned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberDone {
-    pub id: NodeId,
-    pub member: Member,
-    /// The leader's applied index after the change: a relaying node waits until it has
-    /// applied that far, so its next read shows the change.
-    #[serde(default)]
-    pub applied: u64,
-}
 
 pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
     let path = req.uri().path().to_string();
@@ -161,106 +141,5 @@ where
             Err(e) => text(500, format!("cannot encode answer: {e}")),
         },
         Err(()) => text(500, "internal error"),
-    }
-}
-
-/// Serve a join here if this node leads, else relay it to the leader.
-pub async fn join(st: &AppRef, j: JoinRequest) -> Result<JoinResponse, EtcdError> {
-    let cid = st.cluster_id();
-    if st.node.is_leader() {
-        return cluster::join(&st.node, j, st.cfg.max_cluster_size, cid).await;
-    }
-    relay(st, "/join", &j).await
-}
-
-/// Run a member change on the leader (here, or relayed).
-pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdError> {
-    if st.node.is_leader() {
-        let node = &st.node;
-        return match op {
-            MemberOp::Add { peer_url } => {
-                let (id, member) = cluster::add_member(
-                    node,
-                    &peer_url,
-                    &st.cfg.initial_cluster_token,
-                    st.cfg.max_cluster_size,
-                )
-                .await?;
-                Ok(MemberDone {
-                    id,
-                    member,
-                    applied: node.applied_index(),
-                })
-            }
-            MemberOp::Update { id, peer_url } => {
-                cluster::update_member(node, id, &peer_url).await?;
-                let member = node.member(id).unwrap_or_default();
-                Ok(MemberDone {
-                    id,
-                    member,
-                    applied: node.applied_index(),
-                })
-            }
-            MemberOp::Remove { id } => {
-                let member = node.member(id).unwrap_or_default();
-                cluster::remove(node, id).await?;
-                // The removed node gets no more log entries, so it would never learn of its
-                // removal: tell it (best effort; it also notices if it sees the new config).
-                if id == node.id {
-                    st.removed.send_replace(true);
-                } else {
-                    let _: Result<(), _> = node
-                        .client
-                        .post_json(
-                            &member.peer_url,
-                            "/raft/removed",
-                            &id,
-                            Duration::from_secs(2),
-                        )
-                        .await;
-                }
-                Ok(MemberDone {
-                    id,
-                    member,
-                    applied: node.applied_index(),
-                })
-            }
-        };
-    }
-    let done: MemberDone = relay(st, "/raft/member", &op).await?;
-    let _ = st
-        .node
-        .raft
-        .wait(Some(Duration::from_secs(5)))
-        .applied_index_at_least(Some(done.applied), "member change")
-        .await;
-    Ok(done)
-}
-
-/// Send a cluster call that only the leader serves to the leader's peer `path`.
-async fn relay<Req: Serialize, Resp: DeserializeOwned>(
-    st: &AppRef,
-    path: &str,
-    req: &Req,
-) -> Result<Resp, EtcdError> {
-    let leader = wait_leader(st).await?;
-    st.node
-        .client
-        .post_json::<_, Result<Resp, EtcdError>>(&leader.peer_url, path, req, cluster::JOIN_TIMEOUT)
-        .await
-        .map_err(|e| EtcdError::raft(format!("relaying {path} to the leader: {e}")))?
-}
-
-/// The leader's record, waiting (bounded) for an election to finish.
-async fn wait_leader(st: &AppRef) -> Result<Member, EtcdError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some((_, m)) = st.node.leader() {
-            return Ok(m);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(EtcdError::raft("no leader"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -141,3 +141,12 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
+
+/// `{"message": ...}` without a newline: how etcd's members and auth APIs answer errors.
+pub fn message(status: u16, text: &str) -> Response {
+    #[derive(Serialize)]
+    struct Message<'a> {
+        message: &'a str,
+    }
+    json(status, go_json(&Message { message: text }))
+}

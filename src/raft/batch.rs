@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::node::{
+use super::proposal::{
     MAX_BATCH, MAX_BATCH_BYTES, MAX_IN_FLIGHT, PROPOSAL_TIMEOUT, ProposeError, Written, leads,
     propose_error, unknown_outcome,
 };

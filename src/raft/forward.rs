@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::batch::{Proposal, drain};
 use super::network::{CallError, PeerClient};
-use super::node::{
+use super::proposal::{
     FORWARD_IN_FLIGHT, MAX_FORWARD, PROPOSAL_TIMEOUT, ProposeError, RETRY_PAUSE, Written,
     leader_of, unknown_outcome,
 };

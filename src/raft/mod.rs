@@ -7,8 +7,8 @@
 //! * `state_machine` - `RaftStateMachine`: applies batches to the store; snapshots.
 //! * `network` - `RaftNetworkFactory`: JSON over HTTP to peers' `api::peer`.
 //! * `node` - what the API uses: proposals, leader info, readiness, expiry; with `batch`
-//!   (group commit on the leader), `forward` (writes a follower sends to the leader) and
-//!   `read_index` (quorum reads).
+//!   (group commit on the leader), `forward` (writes a follower sends to the leader),
+//!   `read_index` (quorum reads) and `proposal` (what they share).
 //! * `cluster` - member ids, joining, removal, `--force-new-cluster`.
 
 mod batch;
@@ -20,6 +20,7 @@ pub mod log_store;
 pub mod migrate;
 pub mod network;
 pub mod node;
+mod proposal;
 mod read_index;
 pub mod snapshot;
 pub mod state_machine;

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use openraft::error::RaftError;
 
 use super::network::{CallError, PeerClient};
-use super::node::{PROPOSAL_TIMEOUT, ProposeError, leader_of, shutting_down};
+use super::proposal::{PROPOSAL_TIMEOUT, ProposeError, leader_of, shutting_down};
 use super::types::{NodeId, Raft};
 use crate::error::EtcdError;
 
