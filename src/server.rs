@@ -34,6 +34,8 @@ use crate::raft::node::RaftNode;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, NodeId, Raft};
 
+pub mod conn;
+
 /// Where the cluster id is kept in the data file.
 const META_CLUSTER_ID: &str = "cluster_id";
 /// Set once this member's write-ahead log exists (a missing log is then an error, not a
@@ -41,6 +43,52 @@ const META_CLUSTER_ID: &str = "cluster_id";
 const META_WAL: &str = "wal";
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The peer port's limits: members keep a few connections each; the timeouts are etcd's
+/// peer read timeout (5 minutes), longer than the peer client's 90 s idle pool timeout, so a
+/// member never reuses a connection the other side is closing.
+const PEER_LIMITS: conn::Limits = conn::Limits {
+    max_connections: 1024,
+    header_timeout: Some(Duration::from_secs(300)),
+    body_timeout: Some(Duration::from_secs(300)),
+    write_timeout: Some(Duration::from_secs(300)),
+};
+
+/// Descriptors kept back from client connections when their cap is derived from the
+/// open-files limit: the log, the data file, snapshots, the peer port and its clients.
+pub const RESERVED_FDS: u64 = 1024 + PEER_LIMITS.max_connections as u64;
+
+/// The client port's limits from the configuration; a cap of 0 means "what the open-files
+/// limit allows, less [`RESERVED_FDS`]".
+fn client_limits(cfg: &Config) -> conn::Limits {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let max_connections = match cfg.max_connections {
+        0 => auto_max_connections(),
+        n => n,
+    };
+    conn::Limits {
+        max_connections,
+        header_timeout: secs(cfg.header_timeout_s),
+        body_timeout: secs(cfg.body_timeout_s),
+        write_timeout: secs(cfg.write_timeout_s),
+    }
+}
+
+/// The open-files limit less [`RESERVED_FDS`] (at least 64).
+fn auto_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let n = cur.saturating_sub(RESERVED_FDS).max(64);
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
 
 async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -267,11 +315,13 @@ pub async fn run(
         let _ = raft.trigger().elect().await;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let client = serve(
+    let client = conn::serve(
         client_listener,
         client_tls,
         api::client_router(state.clone()),
         stop_rx.clone(),
+        client_limits(&cfg),
+        "client",
     );
     // The peer port is served on Raft's runtime: an AppendEntries or a forwarded write goes
     // from the socket to the Raft core without changing threads.
@@ -282,7 +332,7 @@ pub async fn run(
     let peer_router = api::peer_router(state.clone());
     let peer = raft_rt.handle().spawn(async move {
         match TcpListener::from_std(peer_listener) {
-            Ok(l) => serve(l, peer_tls, peer_router, stop_rx).await,
+            Ok(l) => conn::serve(l, peer_tls, peer_router, stop_rx, PEER_LIMITS, "peer").await,
             Err(e) => tracing::error!(error = %e, "cannot serve the peer port"),
         }
     });
@@ -322,6 +372,7 @@ pub async fn run(
         Ok(why) = log_failure.wait_for(|f| f.is_some()) => {
             failed = why.clone();
         }
+        why = raft_stopped(&raft) => failed = Some(why),
     }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
@@ -339,6 +390,21 @@ pub async fn run(
         // nothing more, and say why.
         Some(why) => Err(Error::Storage(format!("{why}; stopping"))),
         None => Ok(()),
+    }
+}
+
+/// Resolves when Raft's core has stopped by itself (a fatal error, such as a snapshot that
+/// could not be saved on a full disk): the node can then commit nothing more, so it must stop
+/// rather than answer every write with "no leader" forever.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut m = raft.metrics();
+    loop {
+        if let Err(fatal) = &m.borrow_and_update().running_state {
+            return format!("raft stopped: {fatal}");
+        }
+        if m.changed().await.is_err() {
+            return "raft stopped".to_string();
+        }
     }
 }
 
@@ -415,36 +481,6 @@ fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
     let d = node.shared.read();
     let voters: Vec<NodeId> = d.membership.membership().voter_ids().collect();
     voters == [id]
-}
-
-/// Serve `router` on `listener` (over TLS when `tls` is given) until `stop` turns true.
-async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let graceful = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let res = match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-        }
-        Some(config) => match crate::tls::TlsListener::new(listener, config) {
-            Ok(l) => {
-                axum::serve(l, router)
-                    .with_graceful_shutdown(graceful)
-                    .await
-            }
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = res {
-        tracing::error!(error = %e, "server stopped");
-    }
 }
 
 /// Open the gates once this node's store is current: on the leader, once everything its log

@@ -49,6 +49,10 @@ pub(super) enum Setting {
     MaxWals,
     WebUi,
     CpuProfile,
+    MaxConnections,
+    HeaderTimeout,
+    BodyTimeout,
+    WriteTimeout,
 }
 
 impl Setting {
@@ -222,6 +226,15 @@ pub(super) const V2_FLAGS: &[Flag] = &[
     text("proxy", S::Proxy, true, "<off>", "only \"off\" is supported (default off)"),
 ];
 
+/// Limits of this server that etcd did not have as flags (docs/limits.md).
+#[rustfmt::skip]
+pub(super) const LIMIT_FLAGS: &[Flag] = &[
+    number("max-connections", S::MaxConnections, true, "<n>", "most open client connections; more are closed at once (default 0: the open-files limit less 2048)"),
+    number("client-header-timeout", S::HeaderTimeout, true, "<s>", "seconds to send a request's headers, and to keep an idle connection open; 0 = no limit (default 60)"),
+    number("client-body-timeout", S::BodyTimeout, true, "<s>", "seconds for the rest of a request body once the server waits for it; 0 = no limit (default 60)"),
+    number("client-write-timeout", S::WriteTimeout, true, "<s>", "seconds a client may leave an answer unread before its connection is closed; 0 = no limit (default 60)"),
+];
+
 /// Usage sections, in the order they are printed, with the dash style shown there (any
 /// name works with one or two dashes). Each name appears once; later sections only list the
 /// names that are new in their era.
@@ -232,6 +245,11 @@ pub(super) const SECTIONS: &[(&str, &str, &[Flag])] = &[
         "Flags of etcd 2.x (the long names above work too: --name, --data-dir, --cert-file, ...)",
         "--",
         V2_FLAGS,
+    ),
+    (
+        "Limits of this server (see docs/limits.md)",
+        "--",
+        LIMIT_FLAGS,
     ),
 ];
 
