@@ -183,11 +183,7 @@ async fn serve_connection<IO>(
         // move every request's header array to the heap.)
         // hyper's buffer limit (~400 KiB) stays: it also bounds what is queued for a client
         // that does not read.
-        .max_header_size(MAX_HEADER_BYTES)
-        // A client may shut down its sending side once its request is out (half-close) and
-        // still get the answer; without this hyper drops the connection on that EOF, and the
-        // client of a write cannot tell whether it was applied.
-        .half_close(true);
+        .max_header_size(MAX_HEADER_BYTES);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
