@@ -210,6 +210,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let _dir_lock = prepare_data_dir(&mut cfg)?;
+    api::params::set_max_body(cfg.max_request_bytes);
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
     let peer_tls = crate::tls::server_config(&cfg.peer_tls)?;

@@ -81,11 +81,12 @@ fn raw(addr: &str, req: &[u8], half_close: bool, timeout: Duration) -> Raw {
     }
 }
 
-/// One request with `Connection: close`, the whole request sent and half-closed.
+/// One request (its head written with `\n` line ends), the connection left open for the
+/// answer; the head should say `Connection: close`.
 fn req(addr: &str, head: &str, body: &[u8]) -> Raw {
     let mut bytes = head.replace('\n', "\r\n").into_bytes();
     bytes.extend_from_slice(body);
-    raw(addr, &bytes, true, Duration::from_secs(10))
+    raw(addr, &bytes, false, Duration::from_secs(10))
 }
 
 /// The response, or a panic naming the request.
@@ -307,7 +308,7 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(&req(a, &flood, b""), "200 headers");
     assert_eq!((r.status, r.body.as_str()), (431, ""));
     let big = format!(
-        "GET /v2/keys/ HTTP/1.1\nHost: x\nX-Big: {}\n\n",
+        "GET /v2/keys/ HTTP/1.1\nHost: x\nConnection: close\nX-Big: {}\n\n",
         "a".repeat(300 << 10)
     );
     let r = answered(&req(a, &big, b""), "300 KiB header");
@@ -328,7 +329,9 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(
         &req(
             a,
-            &format!("PUT /v2/keys/many?{many} HTTP/1.1\nHost: x\nContent-Length: 0\n\n"),
+            &format!(
+                "PUT /v2/keys/many?{many} HTTP/1.1\nHost: x\nConnection: close\nContent-Length: 0\n\n"
+            ),
             b"",
         ),
         "repeated params",
@@ -339,7 +342,9 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(
         &req(
             a,
-            &format!("PUT /v2/keys/long?value={long} HTTP/1.1\nHost: x\nContent-Length: 0\n\n"),
+            &format!(
+                "PUT /v2/keys/long?value={long} HTTP/1.1\nHost: x\nConnection: close\nContent-Length: 0\n\n"
+            ),
             b"",
         ),
         "long param",
@@ -359,7 +364,7 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
             &req(
                 a,
                 &format!(
-                    "PUT /v2/keys/ct HTTP/1.1\nHost: x\nContent-Type: {ct}\nContent-Length: {}\n\n",
+                    "PUT /v2/keys/ct HTTP/1.1\nHost: x\nConnection: close\nContent-Type: {ct}\nContent-Length: {}\n\n",
                     body.len()
                 ),
                 body,
@@ -377,7 +382,7 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(
         &req(
             a,
-            "PUT /v2/keys/big HTTP/1.1\nHost: x\nContent-Type: application/x-www-form-urlencoded\nContent-Length: 2000000\n\n",
+            "PUT /v2/keys/big HTTP/1.1\nHost: x\nConnection: close\nContent-Type: application/x-www-form-urlencoded\nContent-Length: 2000000\n\n",
             b"value=",
         ),
         "declared 2 MB",
@@ -399,7 +404,7 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(
         &req(
             a,
-            "PUT /v2/keys/big HTTP/1.1\nHost: x\nContent-Type: application/x-www-form-urlencoded\nTransfer-Encoding: chunked\n\n",
+            "PUT /v2/keys/big HTTP/1.1\nHost: x\nConnection: close\nContent-Type: application/x-www-form-urlencoded\nTransfer-Encoding: chunked\n\n",
             &chunked,
         ),
         "chunked 2 MB",
@@ -415,11 +420,15 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     // Bodies cut short: the client goes away (400 at once), or stays and sends nothing more
     // (400 once the body timeout, 2 s here, passes). Neither is written.
     let form = "Content-Type: application/x-www-form-urlencoded";
-    let short = format!("PUT /v2/keys/cut HTTP/1.1\nHost: x\n{form}\nContent-Length: 100\n\n");
-    let truncated =
-        format!("PUT /v2/keys/cut HTTP/1.1\nHost: x\n{form}\nTransfer-Encoding: chunked\n\n");
-    let bad_size =
-        format!("PUT /v2/keys/cut HTTP/1.1\nHost: x\n{form}\nTransfer-Encoding: chunked\n\n");
+    let short = format!(
+        "PUT /v2/keys/cut HTTP/1.1\nHost: x\nConnection: close\n{form}\nContent-Length: 100\n\n"
+    );
+    let truncated = format!(
+        "PUT /v2/keys/cut HTTP/1.1\nHost: x\nConnection: close\n{form}\nTransfer-Encoding: chunked\n\n"
+    );
+    let bad_size = format!(
+        "PUT /v2/keys/cut HTTP/1.1\nHost: x\nConnection: close\n{form}\nTransfer-Encoding: chunked\n\n"
+    );
     let cases: [(&str, &String, &[u8]); 3] = [
         ("short Content-Length", &short, b"value=1"),
         ("truncated chunked", &truncated, b"7\r\nvalue=1\r\n"),
@@ -461,7 +470,7 @@ fn malformed_requests_get_exact_answers_and_the_node_keeps_serving() {
     let r = answered(
         &req(
             a,
-            "PUT /v2/keys/cl HTTP/1.1\nHost: x\nContent-Length: 5\nContent-Length: 6\n\n",
+            "PUT /v2/keys/cl HTTP/1.1\nHost: x\nConnection: close\nContent-Length: 5\nContent-Length: 6\n\n",
             b"value=",
         ),
         "two lengths",
@@ -592,7 +601,7 @@ fn random_requests_never_take_the_node_down() {
                 "seed {seed:#x}, round {round}, request {i}: {:?}",
                 String::from_utf8_lossy(&bytes)
             );
-            let r = raw(a, &bytes, true, Duration::from_secs(10));
+            let r = raw(a, &bytes, false, Duration::from_secs(10));
             let resp = answered(&r, &what);
             assert!(resp.status < 500, "{what}: {resp:?}");
             *statuses.entry(resp.status).or_insert(0u32) += 1;
@@ -1120,4 +1129,80 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
     }
     let status = n.stop();
     assert!(status.success(), "{status:?}");
+}
+
+/// `--max-request-bytes` (etcd 3.x's flag) sets the body limit: a body at the limit is
+/// taken, one byte more is 413 in etcd's JSON shape, whether its length is declared or it
+/// comes chunked.
+#[test]
+fn the_body_limit_is_a_flag() {
+    let n = Node::start_args("node0", &["--max-request-bytes", "4096"]);
+    let a = n.client.as_str();
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let at_limit = format!("value={}", "x".repeat(4096 - 6));
+    let r = answered(
+        &req(
+            a,
+            &format!(
+                "PUT /v2/keys/lim HTTP/1.1\nHost: x\nConnection: close\n{form}\nContent-Length: 4096\n\n"
+            ),
+            at_limit.as_bytes(),
+        ),
+        "at the limit",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["node"]["value"], &at_limit[6..]);
+    let over = format!("{at_limit}x");
+    let r = answered(
+        &req(
+            a,
+            &format!(
+                "PUT /v2/keys/lim HTTP/1.1\nHost: x\nConnection: close\n{form}\nContent-Length: 4097\n\n"
+            ),
+            over.as_bytes(),
+        ),
+        "declared over",
+    );
+    assert_etcd_error(
+        &r,
+        413,
+        210,
+        "Invalid POST form",
+        "request body too large (limit 4096 bytes)",
+    );
+    let mut chunked = format!("{:x}\r\n", over.len()).into_bytes();
+    chunked.extend_from_slice(over.as_bytes());
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let r = answered(
+        &req(
+            a,
+            &format!(
+                "PUT /v2/keys/lim HTTP/1.1\nHost: x\nConnection: close\n{form}\nTransfer-Encoding: chunked\n\n"
+            ),
+            &chunked,
+        ),
+        "chunked over",
+    );
+    assert_etcd_error(
+        &r,
+        413,
+        210,
+        "Invalid POST form",
+        "request body too large (limit 4096 bytes)",
+    );
+    // v1 too.
+    let r = answered(
+        &req(
+            a,
+            &format!(
+                "POST /v1/keys/lim HTTP/1.1\nHost: x\nConnection: close\n{form}\nContent-Length: 4097\n\n"
+            ),
+            over.as_bytes(),
+        ),
+        "v1 over",
+    );
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = get(a, "/v2/keys/lim");
+    assert_eq!(r.json()["node"]["value"], &at_limit[6..]);
+    assert_serving(a, 0);
 }

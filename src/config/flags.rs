@@ -53,6 +53,7 @@ pub(super) enum Setting {
     HeaderTimeout,
     BodyTimeout,
     WriteTimeout,
+    MaxRequestBytes,
 }
 
 impl Setting {
@@ -226,9 +227,11 @@ pub(super) const V2_FLAGS: &[Flag] = &[
     text("proxy", S::Proxy, true, "<off>", "only \"off\" is supported (default off)"),
 ];
 
-/// Limits of this server that etcd did not have as flags (docs/limits.md).
+/// Limits of this server (docs/limits.md); `max-request-bytes` is etcd 3.x's flag, the others
+/// etcd did not have.
 #[rustfmt::skip]
 pub(super) const LIMIT_FLAGS: &[Flag] = &[
+    number("max-request-bytes", S::MaxRequestBytes, true, "<n>", "largest request body in bytes; larger ones get 413 (default 1572864, as etcd 3.x)"),
     number("max-connections", S::MaxConnections, true, "<n>", "most open client connections; more are closed at once (default 0: the open-files limit less 2048)"),
     number("client-header-timeout", S::HeaderTimeout, true, "<s>", "seconds to send a request's headers, and to keep an idle connection open; 0 = no limit (default 60)"),
     number("client-body-timeout", S::BodyTimeout, true, "<s>", "seconds for the rest of a request body once the server waits for it; 0 = no limit (default 60)"),

@@ -111,6 +111,9 @@ pub const DEFAULT_HEADER_TIMEOUT_S: u64 = 60;
 pub const DEFAULT_BODY_TIMEOUT_S: u64 = 60;
 /// Seconds a client may leave an answer unread before its connection is closed.
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 60;
+/// Largest request body: 1.5 MiB, etcd 3.x's `--max-request-bytes` default (values up to
+/// 1 MiB fit with room to spare).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 19;
 
 /// What the command line asks for.
 // `Run` is much larger than the other variants; the value is built once per process, so
@@ -252,6 +255,8 @@ pub struct Config {
     pub body_timeout_s: u64,
     /// Seconds a client may leave an answer unread (`--client-write-timeout`); 0 = no limit.
     pub write_timeout_s: u64,
+    /// Largest request body in bytes (`--max-request-bytes`, etcd 3.x's flag); at least 1024.
+    pub max_request_bytes: usize,
 }
 
 impl Default for Config {
@@ -284,6 +289,7 @@ impl Default for Config {
             header_timeout_s: DEFAULT_HEADER_TIMEOUT_S,
             body_timeout_s: DEFAULT_BODY_TIMEOUT_S,
             write_timeout_s: DEFAULT_WRITE_TIMEOUT_S,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -932,6 +938,7 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         header_timeout_s: s.number(S::HeaderTimeout, DEFAULT_HEADER_TIMEOUT_S, 0)?,
         body_timeout_s: s.number(S::BodyTimeout, DEFAULT_BODY_TIMEOUT_S, 0)?,
         write_timeout_s: s.number(S::WriteTimeout, DEFAULT_WRITE_TIMEOUT_S, 0)?,
+        max_request_bytes: s.number(S::MaxRequestBytes, DEFAULT_MAX_REQUEST_BYTES, 1024)?,
     })
 }
 
