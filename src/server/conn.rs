@@ -9,9 +9,12 @@
 //!   client sees a closed connection rather than waiting in the kernel's backlog, and the
 //!   descriptors the log and the snapshots need are never taken by clients.
 //! * **Header timeout.** A request's head (request line and headers) must arrive within
-//!   `header_timeout` of the server starting to wait for it: from the connection's start, or
-//!   from the end of the previous response on a kept-alive connection. So a connection that
-//!   never completes its headers (slowloris), and an idle kept-alive one, is closed after it.
+//!   `header_timeout` of the server starting to wait for it: from the connection's accept
+//!   (a TLS handshake included), or from the end of the previous response on a kept-alive
+//!   connection. So a connection that never completes its headers (slowloris), and an idle
+//!   kept-alive one, is closed after it, without an answer. (hyper's own timer covers the
+//!   later requests; it would start the first one's only when its first byte came, so that
+//!   one has a deadline of its own here.)
 //! * **Body timeout.** Once a handler has had to wait for a body, the rest of it must come
 //!   within `body_timeout`; otherwise reading it fails (the handler answers 400, as for a
 //!   body cut short) and the connection is closed.
@@ -104,6 +107,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let mut stop = stop.clone();
         let conns_rx = conns_rx.clone();
+        let accepted = tokio::time::Instant::now();
         let fut = async move {
             let _slot = slot;
             let _alive = conns_rx;
@@ -116,11 +120,11 @@ pub async fn serve(
             // waiting connection's task stays small.
             let io = Guarded::new(stream, limits.write_timeout);
             match acceptor {
-                None => Box::pin(serve_connection(io, router, stop, limits)).await,
+                None => Box::pin(serve_connection(io, router, stop, limits, accepted)).await,
                 Some(acceptor) => {
                     Box::pin(async move {
                         if let Some(tls) = crate::tls::handshake(io, &acceptor, addr).await {
-                            serve_connection(tls, router, stop, limits).await;
+                            serve_connection(tls, router, stop, limits, accepted).await;
                         }
                     })
                     .await
@@ -157,17 +161,23 @@ async fn first_byte(
     }
 }
 
-/// One connection, until it closes or the server stops.
+/// One connection, until it closes or the server stops; its first request's head must be
+/// complete within the header timeout of `accepted`.
 async fn serve_connection<IO>(
     io: IO,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
     limits: Limits,
+    accepted: tokio::time::Instant,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let body_timeout = limits.body_timeout;
+    // Set once hyper has read a whole request head (it then calls the service).
+    let first_head = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = first_head.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         let router = router.clone();
         let req = req.map(|b| match body_timeout {
             Some(limit) => Body::new(BodyDeadline::new(b, limit)),
@@ -186,8 +196,21 @@ async fn serve_connection<IO>(
         .max_header_size(MAX_HEADER_BYTES);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let first_deadline = async {
+        match limits.header_timeout {
+            Some(limit) => {
+                tokio::time::sleep_until(accepted + limit).await;
+                if first_head.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = conn.as_mut() => return,
+        // No complete head in time: dropping the connection closes it.
+        _ = first_deadline => return,
         _ = stop.wait_for(|s| *s) => {}
     }
     conn.as_mut().graceful_shutdown();
