@@ -1304,3 +1304,59 @@ fn a_full_disk_at_a_snapshot_stops_the_node_and_loses_nothing_acknowledged() {
     let status = n.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// The limit flags are checked like every other flag (a bad value: one line, the usage,
+/// exit 2) and read from their `ETCD_*` variables.
+#[test]
+fn the_limit_flags_are_checked_and_read_from_the_environment() {
+    for (flag, value, why) in [
+        ("--max-request-bytes", "10", "must be at least 1024"),
+        ("--client-header-timeout", "abc", "parse error"),
+        ("--client-body-timeout", "-1", "parse error"),
+        ("--client-write-timeout", "1.5", "parse error"),
+        ("--max-connections", "many", "parse error"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args([flag, value])
+            .output()
+            .expect("run etcd");
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.lines().next(),
+            Some(format!("etcd: invalid value {value:?} for flag {flag}: {why}").as_str()),
+            "{err}"
+        );
+    }
+
+    // ETCD_MAX_REQUEST_BYTES=2048 in place of the flag.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let n = Node::prepare("node0", &[]);
+    let _child = Kill(spawn_logged(
+        &n.args,
+        &n.stderr_path(),
+        &[("ETCD_MAX_REQUEST_BYTES", "2048")],
+    ));
+    n.wait_ready();
+    let body = format!("value={}", "e".repeat(2048));
+    let r = request(
+        &n.client,
+        "PUT",
+        "/v2/keys/env",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    );
+    assert_etcd_error(
+        &r,
+        413,
+        210,
+        "Invalid POST form",
+        "request body too large (limit 2048 bytes)",
+    );
+}
