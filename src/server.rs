@@ -367,13 +367,19 @@ pub async fn run(
     tasks.spawn(watch_removal(state.clone()));
 
     let mut failed = None;
+    let mut raft_failed = None;
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
         _ = removed_rx.wait_for(|r| *r) => tracing::warn!("this node was removed from the cluster; shutting down"),
         Ok(why) = log_failure.wait_for(|f| f.is_some()) => {
             failed = why.clone();
         }
-        why = raft_stopped(&raft) => failed = Some(why),
+        why = raft_stopped(&raft) => raft_failed = Some(why),
+    }
+    if let Some(why) = raft_failed {
+        // A failed log write stops Raft's core too, and is reported before it: its own
+        // message (which write, which file) says more.
+        failed = Some(log_failure.borrow().clone().unwrap_or(why));
     }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.

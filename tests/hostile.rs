@@ -1125,8 +1125,11 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
     // The node stops by itself, with code 1 and one line naming the cause.
     let status = n.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", n.stderr());
+    // The one line the process ends with (log lines of stopping tasks may follow it).
     let log = strip_ansi(&n.stderr());
-    let last = log.lines().last().unwrap_or("");
+    let ends: Vec<&str> = log.lines().filter(|l| l.starts_with("etcd: ")).collect();
+    assert_eq!(ends.len(), 1, "{log}");
+    let last = ends[0];
     assert!(
         last.starts_with("etcd: log ")
             && last.contains("No space left on device")
@@ -1290,8 +1293,11 @@ fn a_full_disk_at_a_snapshot_stops_the_node_and_loses_nothing_acknowledged() {
     assert!(!acked.is_empty());
     let status = n.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", n.stderr());
+    // The one line the process ends with (log lines of stopping tasks may follow it).
     let log = strip_ansi(&n.stderr());
-    let last = log.lines().last().unwrap_or("");
+    let ends: Vec<&str> = log.lines().filter(|l| l.starts_with("etcd: ")).collect();
+    assert_eq!(ends.len(), 1, "{log}");
+    let last = ends[0];
     assert!(
         last.starts_with("etcd: raft stopped: when Write Snapshot")
             && last.contains("No space left on device")
