@@ -21,6 +21,7 @@ pub mod api;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod conn;
 pub mod data_dir;
 pub mod discovery;
 pub mod error;

@@ -36,9 +36,6 @@ use crate::config::{Config, ProxyMode};
 use crate::error::{Error, Result};
 use crate::http_client::HttpClient;
 
-/// Largest request body forwarded (as a member accepts).
-const MAX_BODY: usize = crate::api::params::MAX_BODY;
-
 /// A member as `GET /members` on a peer port describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 struct MemberInfo {
@@ -71,6 +68,7 @@ struct Proxy {
 
 /// Run a proxy until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    crate::api::params::set_max_body(cfg.max_request_bytes);
     let server_tls = crate::tls::server_config(&cfg.client_tls)?;
     let client_tls = crate::tls::client_config(&cfg.client_tls)?;
     let peer_tls = crate::tls::client_config(&cfg.peer_tls)?;
@@ -116,7 +114,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let router = axum::Router::new()
         .fallback(forward)
         .with_state(proxy.clone());
-    let server = tokio::spawn(crate::server::serve(listener, server_tls, router, stop_rx));
+    let limits = crate::conn::client_limits(&cfg);
+    let server = tokio::spawn(crate::conn::serve(
+        listener, server_tls, router, stop_rx, limits, "client",
+    ));
     shutdown.await;
     tracing::info!("proxy shutting down");
     stop_tx.send_replace(true);
@@ -279,13 +280,14 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             .expect("static parts");
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let limit = crate::api::params::max_body();
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                crate::api::response::too_large(MAX_BODY)
+                crate::api::response::too_large(limit)
             } else {
                 crate::api::response::v2_error(&crate::error::EtcdError::new(
                     crate::error::Code::InvalidForm,

@@ -162,6 +162,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped> {
     let _dir_lock = prepare_data_dir(&mut cfg)?;
+    api::params::set_max_body(cfg.max_request_bytes);
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
     let peer_tls = crate::tls::server_config(&cfg.peer_tls)?;
@@ -306,11 +307,13 @@ pub async fn run(
         let _ = raft.trigger().elect().await;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let client = serve(
+    let client = crate::conn::serve(
         client_listener,
         client_tls,
         api::client_router(state.clone()),
         stop_rx.clone(),
+        crate::conn::client_limits(&cfg),
+        "client",
     );
     // The peer port is served on Raft's runtime: an AppendEntries or a forwarded write goes
     // from the socket to the Raft core without changing threads.
@@ -321,7 +324,17 @@ pub async fn run(
     let peer_router = api::peer_router(state.clone());
     let peer = raft_rt.handle().spawn(async move {
         match TcpListener::from_std(peer_listener) {
-            Ok(l) => serve(l, peer_tls, peer_router, stop_rx).await,
+            Ok(l) => {
+                crate::conn::serve(
+                    l,
+                    peer_tls,
+                    peer_router,
+                    stop_rx,
+                    crate::conn::PEER_LIMITS,
+                    "peer",
+                )
+                .await
+            }
             Err(e) => tracing::error!(error = %e, "cannot serve the peer port"),
         }
     });
@@ -359,12 +372,19 @@ pub async fn run(
     tasks.spawn(watch_removal(state.clone()));
 
     let mut failed = None;
+    let mut raft_failed = None;
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
         _ = removed_rx.wait_for(|r| *r) => tracing::warn!("this node was removed from the cluster; shutting down"),
         Ok(why) = log_failure.wait_for(|f| f.is_some()) => {
             failed = why.clone();
         }
+        why = raft_stopped(&raft) => raft_failed = Some(why),
+    }
+    if let Some(why) = raft_failed {
+        // A failed log write stops Raft's core too, and is reported before it: its own
+        // message (which write, which file) says more.
+        failed = Some(log_failure.borrow().clone().unwrap_or(why));
     }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
@@ -382,6 +402,21 @@ pub async fn run(
         // nothing more, and say why.
         Some(why) => Err(Error::Storage(format!("{why}; stopping"))),
         None => Ok(Stopped::Done),
+    }
+}
+
+/// Resolves when Raft's core has stopped by itself (a fatal error, such as a snapshot that
+/// could not be saved on a full disk): the node can then commit nothing more, so it must stop
+/// rather than answer every write with "no leader" forever.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut m = raft.metrics();
+    loop {
+        if let Err(fatal) = &m.borrow_and_update().running_state {
+            return format!("raft stopped: {fatal}");
+        }
+        if m.changed().await.is_err() {
+            return "raft stopped".to_string();
+        }
     }
 }
 
@@ -458,36 +493,6 @@ fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
     let d = node.replica.read();
     let voters: Vec<NodeId> = d.membership.membership().voter_ids().collect();
     voters == [id]
-}
-
-/// Serve `router` on `listener` (over TLS when `tls` is given) until `stop` turns true.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let graceful = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let res = match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-        }
-        Some(config) => match crate::tls::TlsListener::new(listener, config) {
-            Ok(l) => {
-                axum::serve(l, router)
-                    .with_graceful_shutdown(graceful)
-                    .await
-            }
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = res {
-        tracing::error!(error = %e, "server stopped");
-    }
 }
 
 /// Open the gates once this node's store is current: on the leader, once everything its log

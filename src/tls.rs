@@ -8,8 +8,9 @@
 //!   warning says so at start-up.)
 //! * Plain HTTP sent to an HTTPS port gets Go's clear answer,
 //!   `400 Client sent an HTTP request to an HTTPS server.`, instead of a garbled handshake.
-//! * Handshakes run in their own tasks with a deadline, so a slow or silent client never holds
-//!   up the accept loop.
+//! * Handshakes run in the connection's own task with a deadline, so a slow or silent client
+//!   never holds up the accept loop; a connection in its handshake counts against the port's
+//!   connection cap (`conn.rs`).
 //!
 //! Every file problem (missing, unreadable, not PEM, no certificate, no key, key not matching
 //! the certificate) is one error line naming the file.
@@ -26,12 +27,12 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
+use crate::conn::Guarded;
 use crate::error::Error;
 
 /// How long a client may take to complete its TLS handshake.
@@ -221,79 +222,13 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
-/// A listener that hands out TLS streams whose handshake has completed.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(128);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Ok(TlsListener {
-            rx,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept loop only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let (stream, addr) = match tcp.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Some(tls) = handshake(stream, &acceptor, addr).await {
-                let _ = tx.send((tls, addr)).await;
-            }
-        });
-    }
-}
-
-async fn handshake(
-    mut stream: TcpStream,
+/// Complete a client's TLS handshake within [`HANDSHAKE_TIMEOUT`]; None when it fails, times
+/// out, or the client spoke plain HTTP (which is answered as Go does).
+pub(crate) async fn handshake(
+    mut stream: Guarded<TcpStream>,
     acceptor: &TlsAcceptor,
     addr: SocketAddr,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<TlsStream<Guarded<TcpStream>>> {
     // A TLS connection starts with a handshake record (0x16); an HTTP request with a letter.
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {

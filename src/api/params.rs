@@ -4,9 +4,10 @@
 //! Form rules are Go's `Request.FormValue`: for POST and PUT an
 //! `application/x-www-form-urlencoded` body is parsed and its values come before the query
 //! string's (so the body wins); other bodies are ignored; the first value of a repeated
-//! field wins. Bodies over [`MAX_BODY`] are refused with 413 before they are read to the end.
-//! A form Go's `url.ParseQuery` refuses - a bad `%` escape, or (Go 1.17+, so etcd 3.4) a `;`
-//! anywhere - is reported by [`Form::malformed`] in Go's words, the body's reason first.
+//! field wins. Bodies over the limit ([`max_body`], `--max-request-bytes`) are refused with
+//! 413 before they are read to the end. A form Go's `url.ParseQuery` refuses - a bad `%`
+//! escape, or (Go 1.17+, so etcd 3.4) a `;` anywhere - is reported by [`Form::malformed`] in
+//! Go's words, the body's reason first.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
@@ -29,8 +30,20 @@ pub const PATH_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// Largest accepted request body: 1.5 MiB (values up to 1 MiB fit with room to spare).
-pub const MAX_BODY: usize = 3 << 19;
+/// The largest accepted request body of this process, set once at start-up from
+/// `--max-request-bytes` ([`set_max_body`]).
+static MAX_BODY: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(crate::config::DEFAULT_MAX_REQUEST_BYTES);
+
+/// Set the body limit (the server does this once, before it serves anything).
+pub fn set_max_body(bytes: usize) {
+    MAX_BODY.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest accepted request body.
+pub fn max_body() -> usize {
+    MAX_BODY.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Form fields of one request, body fields first.
 #[derive(Debug, Default, Clone)]
@@ -147,8 +160,9 @@ pub async fn read_form(req: Request) -> Result<Form, Response> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(response::too_large(MAX_BODY));
+    let limit = max_body();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(response::too_large(limit));
     }
     let bytes = read_body(body).await?;
     let wants_body = parts.method == Method::POST || parts.method == Method::PUT;
@@ -156,11 +170,12 @@ pub async fn read_form(req: Request) -> Result<Form, Response> {
     Ok(Form::parse(body_form, query.as_deref()))
 }
 
-/// Read a whole body, at most [`MAX_BODY`] bytes.
+/// Read a whole body, at most [`max_body`] bytes.
 pub async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
-    to_bytes(body, MAX_BODY).await.map_err(|e| {
+    let limit = max_body();
+    to_bytes(body, limit).await.map_err(|e| {
         if over_limit(&e) {
-            response::too_large(MAX_BODY)
+            response::too_large(limit)
         } else {
             // Cut short (a Content-Length longer than what came, a broken chunked body):
             // a malformed request, etcd's "Invalid POST form" with 400.

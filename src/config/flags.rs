@@ -55,6 +55,11 @@ pub(super) enum Setting {
     MaxWals,
     WebUi,
     CpuProfile,
+    MaxConnections,
+    HeaderTimeout,
+    BodyTimeout,
+    WriteTimeout,
+    MaxRequestBytes,
 }
 
 impl Setting {
@@ -236,6 +241,17 @@ pub(super) const V2_FLAGS: &[Flag] = &[
     text("discovery-srv", S::DiscoverySrv, true, "<domain>", "not supported: discovery through DNS SRV records (an error)"),
 ];
 
+/// Limits of this server (docs/limits.md); `max-request-bytes` is etcd 3.x's flag, the others
+/// etcd did not have.
+#[rustfmt::skip]
+pub(super) const LIMIT_FLAGS: &[Flag] = &[
+    number("max-request-bytes", S::MaxRequestBytes, true, "<n>", "largest request body in bytes; larger ones get 413 (default 1572864, as etcd 3.x)"),
+    number("max-connections", S::MaxConnections, true, "<n>", "most open client connections; more are closed at once (default 0: the open-files limit less 2048)"),
+    number("client-header-timeout", S::HeaderTimeout, true, "<s>", "seconds to send a request's headers, and to keep an idle connection open; 0 = no limit (default 60)"),
+    number("client-body-timeout", S::BodyTimeout, true, "<s>", "seconds for the rest of a request body once the server waits for it; 0 = no limit (default 60)"),
+    number("client-write-timeout", S::WriteTimeout, true, "<s>", "seconds a client may leave an answer unread before its connection is closed; 0 = no limit (default 60)"),
+];
+
 /// Usage sections, in the order they are printed, with the dash style shown there (any
 /// name works with one or two dashes). Each name appears once; later sections only list the
 /// names that are new in their era.
@@ -246,6 +262,11 @@ pub(super) const SECTIONS: &[(&str, &str, &[Flag])] = &[
         "Flags of etcd 2.x (the long names above work too: --name, --data-dir, --cert-file, ...)",
         "--",
         V2_FLAGS,
+    ),
+    (
+        "Limits of this server (see docs/limits.md)",
+        "--",
+        LIMIT_FLAGS,
     ),
 ];
 

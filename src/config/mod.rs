@@ -106,6 +106,16 @@ const DEFAULT_HEARTBEAT_MS: u64 = 50;
 const DEFAULT_ELECTION_MS: u64 = 200;
 const DEFAULT_PROXY_FAILURE_WAIT_MS: u64 = 5000;
 const DEFAULT_PROXY_REFRESH_MS: u64 = 30000;
+/// Seconds a client has to send a request's headers (and an idle kept-alive connection
+/// stays open); see docs/limits.md.
+pub const DEFAULT_HEADER_TIMEOUT_S: u64 = 60;
+/// Seconds the rest of a request body may take once the server waits for it.
+pub const DEFAULT_BODY_TIMEOUT_S: u64 = 60;
+/// Seconds a client may leave an answer unread before its connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 60;
+/// Largest request body: 1.5 MiB, etcd 3.x's `--max-request-bytes` default (values up to
+/// 1 MiB fit with room to spare).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 19;
 
 /// What the command line asks for.
 // `Run` is much larger than the other variants; the value is built once per process, so
@@ -275,6 +285,19 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Raft election timeout in milliseconds; default 200, always above `heartbeat_ms`.
     pub election_ms: u64,
+    /// Most open client connections (`--max-connections`); 0 (the default) derives the cap
+    /// from the open-files limit at start-up (`server::RESERVED_FDS` kept back).
+    pub max_connections: usize,
+    /// Seconds to send a request's headers, and the idle time of a kept-alive connection
+    /// (`--client-header-timeout`); 0 = no limit.
+    pub header_timeout_s: u64,
+    /// Seconds for the rest of a request body once the server waits for it
+    /// (`--client-body-timeout`); 0 = no limit.
+    pub body_timeout_s: u64,
+    /// Seconds a client may leave an answer unread (`--client-write-timeout`); 0 = no limit.
+    pub write_timeout_s: u64,
+    /// Largest request body in bytes (`--max-request-bytes`, etcd 3.x's flag); at least 1024.
+    pub max_request_bytes: usize,
 }
 
 impl Default for Config {
@@ -311,6 +334,11 @@ impl Default for Config {
             cors: Vec::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_ms: DEFAULT_ELECTION_MS,
+            max_connections: 0,
+            header_timeout_s: DEFAULT_HEADER_TIMEOUT_S,
+            body_timeout_s: DEFAULT_BODY_TIMEOUT_S,
+            write_timeout_s: DEFAULT_WRITE_TIMEOUT_S,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -1004,6 +1032,11 @@ fn build(s: &Settings) -> Result<Config, ConfigError> {
         cors,
         heartbeat_ms,
         election_ms,
+        max_connections: s.number(S::MaxConnections, 0, 0)?,
+        header_timeout_s: s.number(S::HeaderTimeout, DEFAULT_HEADER_TIMEOUT_S, 0)?,
+        body_timeout_s: s.number(S::BodyTimeout, DEFAULT_BODY_TIMEOUT_S, 0)?,
+        write_timeout_s: s.number(S::WriteTimeout, DEFAULT_WRITE_TIMEOUT_S, 0)?,
+        max_request_bytes: s.number(S::MaxRequestBytes, DEFAULT_MAX_REQUEST_BYTES, 1024)?,
     })
 }
 

@@ -534,6 +534,31 @@ impl Node {
             .id()
     }
 
+    /// Wait up to `timeout` for the process to exit by itself and reap it; panics (after a
+    /// SIGKILL) when it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {} not running", self.name));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "node {} still running {timeout:?} later; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the child process is still there (not exited).
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
