@@ -1,5 +1,10 @@
 //! Command line and environment configuration.
 //!
+//! Files: `flags.rs` (the table of every flag, its variable and its usage line), `scan.rs`
+//! (reading the arguments and the environment into settings), `addresses.rs` (endpoints,
+//! advertised vs listen addresses, `--initial-cluster`, `-C`), and here the [`Config`] and how
+//! it is built and checked.
+//!
 //! This module turns the process arguments and the `ETCD_*` environment variables into one
 //! validated [`Config`]. It knows three generations of etcd command lines and accepts all of
 //! them, so existing scripts keep working unchanged:
@@ -85,13 +90,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+mod addresses;
 mod flags;
+mod scan;
+use addresses::{parse_endpoint, parse_initial_cluster, peer_list, resolve_side};
 use flags::Setting as S;
 pub use flags::usage;
-use flags::{Kind, Setting, env_vars, lookup};
+use flags::{Setting, env_vars};
+use scan::{Given, Settings, Source, truthy};
 
 const DEFAULT_NAME: &str = "default-name";
 const DEFAULT_HOST: &str = "127.0.0.1";
@@ -343,131 +351,11 @@ impl Default for Config {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Reading the command line and the environment
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-enum Source {
-    /// The flag as typed, dashes included (`-m`, `--snapshot-count`).
-    Flag(String),
-    /// The environment variable name.
-    Env(String),
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Flag(flag) => write!(f, "flag {flag}"),
-            Source::Env(var) => write!(f, "environment variable {var}"),
-        }
-    }
-}
-
-/// One value given for a setting, with where it came from.
-#[derive(Debug, Clone)]
-struct Given {
-    setting: Setting,
-    value: String,
-    source: Source,
-}
-
-impl Given {
-    fn invalid(&self, reason: &str) -> ConfigError {
-        usage_error(format!(
-            "invalid value {:?} for {}: {reason}",
-            self.value, self.source
-        ))
-    }
-}
-
-/// Boolean of a stored value: flags store `true`/`false`; the environment rule is "true
-/// unless `0` or `false`".
-fn truthy(value: &str) -> bool {
-    let value = value.trim();
-    !(value == "0" || value.eq_ignore_ascii_case("false"))
-}
-
-fn parse_u64(value: &str) -> Option<u64> {
-    let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok()
-}
-
-/// Reads the arguments left to right. `Ok(None)` means help was asked for.
-fn scan(args: &[String]) -> Result<Option<Vec<Given>>, ConfigError> {
-    let mut given = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if arg == "--" {
-            if let Some(extra) = rest.next() {
-                return Err(unexpected(extra));
-            }
-            break;
-        }
-        if arg.len() < 2 || !arg.starts_with('-') {
-            return Err(unexpected(arg));
-        }
-        let dashes = if arg.starts_with("--") { 2 } else { 1 };
-        let body = &arg[dashes..];
-        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
-            return Err(usage_error(format!("bad flag syntax: {arg}")));
-        }
-        let (name, attached) = match body.split_once('=') {
-            Some((name, value)) => (name, Some(value)),
-            None => (body, None),
-        };
-        let typed = format!("{}{name}", &arg[..dashes]);
-        if name == "h" || name == "help" {
-            return Ok(None);
-        }
-        let Some(flag) = lookup(name) else {
-            return Err(usage_error(format!(
-                "flag provided but not defined: {typed}"
-            )));
-        };
-        let value = match (flag.kind, attached) {
-            (Kind::Bool, None) => "true".to_string(),
-            (Kind::Bool, Some(value)) => match crate::go::parse_bool(value) {
-                Some(b) => b.to_string(),
-                None => {
-                    return Err(usage_error(format!(
-                        "invalid boolean value {value:?} for flag {typed}: parse error"
-                    )));
-                }
-            },
-            (_, Some(value)) => value.to_string(),
-            (_, None) => match rest.next() {
-                Some(value) => value.clone(),
-                None => return Err(usage_error(format!("flag needs an argument: {typed}"))),
-            },
-        };
-        let item = Given {
-            setting: flag.setting,
-            value,
-            source: Source::Flag(typed),
-        };
-        if flag.kind == Kind::Number && parse_u64(&item.value).is_none() {
-            return Err(item.invalid("parse error"));
-        }
-        given.push(item);
-    }
-    Ok(Some(given))
-}
-
-fn unexpected(arg: &str) -> ConfigError {
-    usage_error(format!(
-        "unexpected argument {arg:?}: etcd takes only flags"
-    ))
-}
-
 /// Parses the command line (`args` without the program name) and the environment (`env`
 /// looks a variable up, e.g. `&|k| std::env::var(k).ok()`). See the module documentation for
 /// the syntax and the precedence rules.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError> {
-    let Some(from_args) = scan(args)? else {
+    let Some(from_args) = scan::scan(args)? else {
         return Ok(Parsed::Help);
     };
     let mut map: BTreeMap<Setting, Given> = BTreeMap::new();
@@ -500,46 +388,6 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
 // ---------------------------------------------------------------------------------------
 // Building the Config
 // ---------------------------------------------------------------------------------------
-
-/// The chosen value of every setting group that was given.
-struct Settings {
-    map: BTreeMap<Setting, Given>,
-}
-
-impl Settings {
-    fn get(&self, group: Setting) -> Option<&Given> {
-        self.map.get(&group)
-    }
-
-    /// The value when given and not blank.
-    fn text(&self, group: Setting) -> Option<&Given> {
-        self.get(group).filter(|g| !g.value.trim().is_empty())
-    }
-
-    fn path(&self, group: Setting) -> Option<PathBuf> {
-        self.text(group).map(|g| PathBuf::from(&g.value))
-    }
-
-    fn flag(&self, group: Setting) -> bool {
-        self.get(group).is_some_and(|g| truthy(&g.value))
-    }
-
-    fn number<T: TryFrom<u64>>(
-        &self,
-        group: Setting,
-        default: T,
-        min: u64,
-    ) -> Result<T, ConfigError> {
-        let Some(g) = self.get(group) else {
-            return Ok(default);
-        };
-        let n = parse_u64(&g.value).ok_or_else(|| g.invalid("parse error"))?;
-        if n < min {
-            return Err(g.invalid(&format!("must be at least {min}")));
-        }
-        T::try_from(n).map_err(|_| g.invalid("value out of range"))
-    }
-}
 
 /// Names used in the messages about one side's TLS files.
 struct TlsNames {
@@ -599,238 +447,6 @@ fn tls_files(s: &Settings, names: &TlsNames) -> Result<TlsFiles, ConfigError> {
         ca,
         client_cert_auth: auth,
     })
-}
-
-/// An address as written: optional scheme, host (IPv6 in brackets), optional port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Endpoint {
-    scheme: Option<String>,
-    host: String,
-    port: Option<u16>,
-}
-
-fn parse_port(text: &str) -> Result<u16, String> {
-    if text.is_empty() {
-        return Err("missing port".to_string());
-    }
-    parse_u64(text)
-        .and_then(|port| u16::try_from(port).ok())
-        .filter(|port| *port != 0)
-        .ok_or_else(|| format!("port {text:?} is not a number between 1 and 65535"))
-}
-
-fn valid_host_name(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-}
-
-/// Parses `host`, `host:port`, `[v6]`, `[v6]:port`, a bare IPv6 address (host only), or any
-/// of these behind `http://` / `https://` with an optional trailing `/`.
-fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
-    let raw = raw.trim();
-    let (scheme, rest) = match raw.split_once("://") {
-        Some((scheme, rest)) => {
-            let lower = scheme.to_ascii_lowercase();
-            if lower != "http" && lower != "https" {
-                return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
-            }
-            (Some(lower), rest)
-        }
-        None => (None, raw),
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
-        return Err("expected host:port or a URL without path".to_string());
-    }
-    if let Some(bracketed) = rest.strip_prefix('[') {
-        let Some((inner, tail)) = bracketed.split_once(']') else {
-            return Err("unclosed '[' in IPv6 address".to_string());
-        };
-        if inner.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("invalid IPv6 address {inner:?}"));
-        }
-        let port = match tail {
-            "" => None,
-            _ => match tail.strip_prefix(':') {
-                Some(port) => Some(parse_port(port)?),
-                None => return Err("unexpected text after the IPv6 address".to_string()),
-            },
-        };
-        return Ok(Endpoint {
-            scheme,
-            host: format!("[{inner}]"),
-            port,
-        });
-    }
-    let (host, port) = match rest.matches(':').count() {
-        0 => (rest.to_string(), None),
-        1 => {
-            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
-            (host.to_string(), Some(parse_port(port)?))
-        }
-        _ => {
-            if rest.parse::<Ipv6Addr>().is_ok() {
-                (format!("[{rest}]"), None)
-            } else {
-                return Err("IPv6 addresses must be bracketed, e.g. [::1]:4001".to_string());
-            }
-        }
-    };
-    if host.is_empty() {
-        return Err("missing host".to_string());
-    }
-    if !host.starts_with('[') && !valid_host_name(&host) {
-        return Err(format!("invalid host {host:?}"));
-    }
-    Ok(Endpoint { scheme, host, port })
-}
-
-fn is_unspecified(host: &str) -> bool {
-    if let Ok(v4) = host.parse::<Ipv4Addr>() {
-        return v4.is_unspecified();
-    }
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .and_then(|h| h.parse::<Ipv6Addr>().ok())
-        .is_some_and(|v6| v6.is_unspecified())
-}
-
-/// First address of a comma list; all entries are checked.
-fn first_endpoint(g: &Given, require_port: bool) -> Result<Endpoint, ConfigError> {
-    let host_only = matches!(g.setting, S::ClientListenHost | S::PeerListenHost);
-    let mut first = None;
-    for item in g.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let ep = parse_endpoint(item).map_err(|why| g.invalid(&why))?;
-        if host_only && (ep.port.is_some() || ep.scheme.is_some()) {
-            return Err(g.invalid(
-                "expected a host without port (the port comes from the advertised address)",
-            ));
-        }
-        if require_port && ep.port.is_none() {
-            return Err(g.invalid("missing port"));
-        }
-        first.get_or_insert(ep);
-    }
-    first.ok_or_else(|| g.invalid("no address given"))
-}
-
-fn check_scheme(g: &Given, ep: &Endpoint, tls: bool, hint: &str) -> Result<(), ConfigError> {
-    if ep.scheme.as_deref() == Some("https") && !tls {
-        return Err(g.invalid(hint));
-    }
-    Ok(())
-}
-
-/// Resolves one side to (advertised URL, listen `host:port`).
-fn resolve_side(
-    s: &Settings,
-    advertise: Setting,
-    listen: Setting,
-    fallback: Option<(&Given, Endpoint)>,
-    default_port: u16,
-    tls: bool,
-    https_hint: &str,
-) -> Result<(String, String, ListenGiven), ConfigError> {
-    let mut adv = match s.get(advertise) {
-        Some(g) => {
-            let ep = first_endpoint(g, true)?;
-            check_scheme(g, &ep, tls, https_hint)?;
-            Some(ep)
-        }
-        None => None,
-    };
-    let lis = match s.get(listen) {
-        Some(g) => {
-            let ep = first_endpoint(g, false)?;
-            check_scheme(g, &ep, tls, https_hint)?;
-            Some(ep)
-        }
-        None => None,
-    };
-    if adv.is_none()
-        && lis.is_none()
-        && let Some((g, ep)) = fallback
-    {
-        check_scheme(g, &ep, tls, https_hint)?;
-        adv = Some(ep);
-    }
-    let (adv_host, adv_port) = match (&adv, &lis) {
-        (Some(ep), _) => (ep.host.clone(), ep.port.unwrap_or(default_port)),
-        (
-            None,
-            Some(Endpoint {
-                host,
-                port: Some(port),
-                ..
-            }),
-        ) => {
-            let host = if is_unspecified(host) {
-                DEFAULT_HOST.to_string()
-            } else {
-                host.clone()
-            };
-            (host, *port)
-        }
-        _ => (DEFAULT_HOST.to_string(), default_port),
-    };
-    let (listen_host, listen_port, given) = match lis {
-        Some(Endpoint {
-            host,
-            port: Some(port),
-            ..
-        }) => (host, port, ListenGiven::HostAndPort),
-        Some(ep) => (ep.host, adv_port, ListenGiven::Host),
-        None => (adv_host.clone(), adv_port, ListenGiven::No),
-    };
-    let scheme = if tls { "https" } else { "http" };
-    Ok((
-        format!("{scheme}://{adv_host}:{adv_port}"),
-        format!("{listen_host}:{listen_port}"),
-        given,
-    ))
-}
-
-fn parse_initial_cluster(g: &Given) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut members = Vec::new();
-    for entry in g.value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let Some((name, url)) = entry.split_once('=') else {
-            return Err(g.invalid(&format!("entry {entry:?} is not name=URL")));
-        };
-        let (name, url) = (name.trim(), url.trim());
-        if name.is_empty() {
-            return Err(g.invalid(&format!("entry {entry:?} has no name")));
-        }
-        let ep =
-            parse_endpoint(url).map_err(|why| g.invalid(&format!("entry {entry:?}: {why}")))?;
-        if ep.scheme.is_none() || ep.port.is_none() {
-            return Err(g.invalid(&format!(
-                "entry {entry:?}: the URL needs a scheme and a port, e.g. http://127.0.0.1:7001"
-            )));
-        }
-        members.push((name.to_string(), url.to_string()));
-    }
-    if members.is_empty() {
-        return Err(g.invalid("no members given"));
-    }
-    Ok(members)
-}
-
-/// Peer `host:port`s from a `-C` list or a `-CF` file's content (commas or white space).
-fn peer_list(g: &Given, text: &str) -> Result<Vec<String>, ConfigError> {
-    let mut peers = Vec::new();
-    for item in text
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|i| !i.is_empty())
-    {
-        let ep = parse_endpoint(item).map_err(|why| g.invalid(&format!("peer {item:?}: {why}")))?;
-        let Some(port) = ep.port else {
-            return Err(g.invalid(&format!("peer {item:?}: missing port")));
-        };
-        peers.push(format!("{}:{port}", ep.host));
-    }
-    Ok(peers)
 }
 
 fn build(s: &Settings) -> Result<Config, ConfigError> {

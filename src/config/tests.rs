@@ -1,6 +1,7 @@
 //! Unit tests of the flag and environment parsing.
 
-use super::flags::all_flags;
+use super::addresses::{Endpoint, is_unspecified};
+use super::flags::{Kind, all_flags};
 use super::*;
 use std::collections::HashMap;
 
