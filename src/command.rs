@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EtcdError;
 use crate::state::State;
+use crate::state::auth::ApplyError;
 use crate::store::{Event, path};
 
 /// Where cluster members are registered (v0.1's machine registry, the choices in docs/api.md).
@@ -78,10 +79,61 @@ pub enum Command {
     Auth(crate::state::auth::AuthCommand),
 }
 
-/// The result of one command: the event of a successful key write (None for commands that
-/// need no answer, like an expiry or a registration that changed nothing), or the reason
-/// it failed.
-pub type CommandResult = Result<Option<Event>, EtcdError>;
+/// What applying one command did, as the proposer gets it back.
+///
+/// On the peer port (a write forwarded to the leader, answered back) an outcome travels in
+/// the encoding peers of protocol `etcd-rs/2` use: a key result as it is, an auth refusal as
+/// error 1000 with its HTTP status in `index`, a stale auth command as error 101 with a fixed
+/// cause ([`ApplyError::to_wire`]). Decoding turns those back into [`Outcome::Auth`]; an auth
+/// command that was applied arrives as `Key(Ok(None))`, which the auth handler accepts.
+// The large variant is the common one (every key write): boxing it would cost an allocation
+// per write to save bytes on the rare auth command.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireOutcome", from = "WireOutcome")]
+pub enum Outcome {
+    /// A key-space, registry or expiry command: its event (None when nothing needs an
+    /// answer, like an expiry or a registration that changed nothing), or why the store
+    /// refused it.
+    Key(Result<Option<Event>, EtcdError>),
+    /// An auth command: applied, or refused (stale, or a refusal with its HTTP status).
+    Auth(Result<(), ApplyError>),
+}
+
+/// [`Outcome`] on the peer port.
+type WireOutcome = Result<Option<Event>, EtcdError>;
+
+impl From<Outcome> for WireOutcome {
+    fn from(o: Outcome) -> WireOutcome {
+        match o {
+            Outcome::Key(r) => r,
+            Outcome::Auth(r) => r.map(|()| None).map_err(|e| e.to_wire()),
+        }
+    }
+}
+
+impl From<WireOutcome> for Outcome {
+    fn from(w: WireOutcome) -> Outcome {
+        match w {
+            Err(e) => match ApplyError::from_wire(&e) {
+                Some(a) => Outcome::Auth(Err(a)),
+                None => Outcome::Key(Err(e)),
+            },
+            ok => Outcome::Key(ok),
+        }
+    }
+}
+
+impl Outcome {
+    /// The result of a key-space command. An auth outcome here would be a bug (the caller
+    /// proposed a key command): it reads as error 300.
+    pub fn into_key(self) -> Result<Option<Event>, EtcdError> {
+        match self {
+            Outcome::Key(r) => r,
+            Outcome::Auth(_) => Err(EtcdError::raft("an auth outcome for a key command")),
+        }
+    }
+}
 
 impl Command {
     /// The key a key-space command writes (None for expiry, registry and auth commands).
@@ -100,7 +152,15 @@ impl Command {
         }
     }
 
-    pub fn apply(&self, state: &mut State) -> CommandResult {
+    pub fn apply(&self, state: &mut State) -> Outcome {
+        match self {
+            Command::Auth(cmd) => Outcome::Auth(cmd.apply(&mut state.auth)),
+            _ => Outcome::Key(self.apply_to_keys(state)),
+        }
+    }
+
+    /// Apply a command that is not an auth command.
+    fn apply_to_keys(&self, state: &mut State) -> Result<Option<Event>, EtcdError> {
         let store = &mut state.store;
         match self {
             Command::Set {
@@ -186,7 +246,7 @@ impl Command {
                     Err(e) => Err(e),
                 }
             }
-            Command::Auth(cmd) => cmd.apply(&mut state.auth).map(|()| None),
+            Command::Auth(_) => Ok(None),
         }
     }
 }
@@ -258,9 +318,9 @@ mod tests {
             peer_url: "http://127.0.0.1:7001".into(),
             client_url: "http://127.0.0.1:4001".into(),
         };
-        assert!(reg.apply(&mut st).unwrap().is_some());
+        assert!(reg.apply(&mut st).into_key().unwrap().is_some());
         assert_eq!(st.store.index(), 1);
-        assert!(reg.apply(&mut st).unwrap().is_none());
+        assert!(reg.apply(&mut st).into_key().unwrap().is_none());
         assert_eq!(st.store.index(), 1, "re-registering consumes no index");
         let v = st
             .store
@@ -281,6 +341,7 @@ mod tests {
             id: None,
         }
         .apply(&mut st)
+        .into_key()
         .unwrap();
         assert!(st.store.get("/_etcd/machines/node0", false, true).is_err());
         assert!(
@@ -289,9 +350,39 @@ mod tests {
                 id: None
             }
             .apply(&mut st)
+            .into_key()
             .unwrap()
             .is_none()
         );
+    }
+
+    #[test]
+    fn outcomes_keep_the_peer_ports_encoding() {
+        use crate::state::auth::AuthError;
+        let refused = Outcome::Auth(Err(ApplyError::Refused(AuthError {
+            status: 409,
+            message: "auth: already enabled".into(),
+        })));
+        let stale = Outcome::Auth(Err(ApplyError::Stale));
+        let key_err = Outcome::Key(Err(EtcdError::new(
+            crate::error::Code::KeyNotFound,
+            "/a",
+            7,
+        )));
+        for o in [refused, stale, key_err, Outcome::Key(Ok(None))] {
+            let json = serde_json::to_string(&o).unwrap();
+            // The etcd-rs/2 shape: a plain Result.
+            assert!(
+                json.starts_with("{\"Ok\"") || json.starts_with("{\"Err\""),
+                "{json}"
+            );
+            let back: Outcome = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, o, "{json}");
+        }
+        // An applied auth command arrives as a key result with no event.
+        let json = serde_json::to_string(&Outcome::Auth(Ok(()))).unwrap();
+        let back: Outcome = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Outcome::Key(Ok(None)));
     }
 
     #[test]

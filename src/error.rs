@@ -44,8 +44,9 @@ pub enum Code {
     WatcherCleared = 400,
     EventIndexCleared = 401,
     ClientInternal = 500,
-    /// Not an etcd error code: a refusal of the auth store (`/v2/auth`), rendered as
-    /// `{"message": cause}` with the HTTP status carried in `index` (see `auth`).
+    /// Not an etcd error code, and never shown to a client: how the peer port carries a
+    /// refusal of the auth store, with its HTTP status in `index` (`ApplyError::to_wire`).
+    /// Inside a node, auth outcomes are typed (`command::Outcome::Auth`).
     AuthRefused = 1000,
 }
 

@@ -476,7 +476,7 @@ impl Runner {
                 let cmd = self.command(&a)?;
                 self.started = true;
                 let novalue = a.flag("novalue");
-                Ok(vec![match cmd.apply(&mut self.state) {
+                Ok(vec![match cmd.apply(&mut self.state).into_key() {
                     Ok(Some(ev)) => render_event(&ev, self.now, a.v1, novalue),
                     Ok(None) => format!("(no event) index={}", self.state.store.index()),
                     Err(e) => render_error(&e, a.v1),
@@ -633,7 +633,9 @@ impl Runner {
     /// produced back from the history (each expired node is one index).
     fn expire(&mut self, v1: bool) -> Result<Vec<String>, String> {
         let before = self.state.store.index();
-        let res = Command::Expire { now: self.now }.apply(&mut self.state);
+        let res = Command::Expire { now: self.now }
+            .apply(&mut self.state)
+            .into_key();
         let mut out = Vec::new();
         match res {
             Ok(None) => {}

@@ -31,7 +31,7 @@ use super::params::read_body;
 use super::response::{self, JSON};
 use super::response::{message, method_not_allowed};
 use super::{AppRef, AppState};
-use crate::command::Command;
+use crate::command::{Command, Outcome as CommandOutcome};
 use crate::go::go_json;
 use crate::state::auth::wire::{self, Enabled, RoleList, UserAnswer, UserList, UserWithRoles};
 use crate::state::auth::{ApplyError, AuthCommand, AuthError, AuthOp, Outcome, Permissions};
@@ -345,12 +345,11 @@ async fn write(
         });
         let written = st.node.propose(cmd).await.map_err(|_| internal(st))?;
         match written.result {
-            Ok(_) => return Ok(predicted),
-            Err(e) => match ApplyError::from_etcd(&e) {
-                Some(ApplyError::Stale) => continue,
-                Some(ApplyError::Refused(a)) => return Err(refused(st, &a)),
-                None => return Err(internal(st)),
-            },
+            // (Applied through a forwarded write, it reads as a key result with no event.)
+            CommandOutcome::Auth(Ok(())) | CommandOutcome::Key(Ok(None)) => return Ok(predicted),
+            CommandOutcome::Auth(Err(ApplyError::Stale)) => continue,
+            CommandOutcome::Auth(Err(ApplyError::Refused(a))) => return Err(refused(st, &a)),
+            CommandOutcome::Key(_) => return Err(internal(st)),
         }
     }
     tracing::warn!("auth write gave up after {WRITE_ATTEMPTS} conflicting attempts");

@@ -182,7 +182,7 @@ async fn write(
     store_error: impl Fn(&EtcdError) -> Response,
 ) -> Response {
     match st.node.propose(cmd).await {
-        Ok(w) => match w.result {
+        Ok(w) => match w.result.into_key() {
             Ok(Some(ev)) => json(200, v1_event_json(&ev, ev.at)),
             Ok(None) => response::empty(200),
             Err(e) => store_error(&e),

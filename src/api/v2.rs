@@ -314,7 +314,7 @@ async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
 
 async fn write(st: &AppRef, cmd: Command, no_value: bool) -> Response {
     match st.node.propose(cmd).await {
-        Ok(w) => match w.result {
+        Ok(w) => match w.result.into_key() {
             Ok(Some(ev)) => {
                 let created = ev.action == Action::Create
                     || (ev.action == Action::Set && ev.prev_node.is_none());

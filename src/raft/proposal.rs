@@ -8,7 +8,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 
 use super::types::{Member, NodeId, Raft};
-use crate::command::CommandResult;
+use crate::command::Outcome;
 use crate::error::EtcdError;
 
 /// Most commands in one Raft entry.
@@ -34,7 +34,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// applied at (for `X-Raft-Index` / `X-Raft-Term`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Written {
-    pub result: CommandResult,
+    pub result: Outcome,
     pub raft_index: u64,
     pub raft_term: u64,
 }

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandResult};
+use crate::command::{Command, Outcome};
 
 pub type NodeId = u64;
 
@@ -26,7 +26,7 @@ pub struct Batch {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BatchResult(pub Vec<CommandResult>);
+pub struct BatchResult(pub Vec<Outcome>);
 
 /// A cluster member as the membership config records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -463,7 +463,10 @@ fn a_failed_sync_stops_raft_and_nothing_after_it_is_acknowledged() {
             .await
             .unwrap();
         let ok = raft.client_write(set("/acked")).await.unwrap();
-        assert!(ok.data.0[0].is_ok());
+        assert!(matches!(
+            ok.data.0[0],
+            crate::command::Outcome::Key(Ok(Some(_)))
+        ));
 
         let mut failure = log.failure();
         log.writer().wal.inject_failure = Some(io::ErrorKind::Other);

@@ -273,21 +273,24 @@ pub enum ApplyError {
     Refused(AuthError),
 }
 
-/// The cause that marks a stale auth command inside an [`EtcdError`].
+/// The cause that marks a stale auth command in the peer port's encoding.
 const STALE_CAUSE: &str = "auth: state changed, retry";
 
-impl From<ApplyError> for EtcdError {
-    fn from(e: ApplyError) -> EtcdError {
-        match e {
+impl ApplyError {
+    /// How the peer port (protocol `etcd-rs/2`) carries an auth failure: a refusal as error
+    /// 1000 with its HTTP status in `index`, a stale command as error 101 with a fixed cause
+    /// (see `command::Outcome`).
+    pub fn to_wire(&self) -> EtcdError {
+        match self {
             ApplyError::Stale => EtcdError::new(Code::TestFailed, STALE_CAUSE, 0),
-            ApplyError::Refused(a) => EtcdError::new(Code::AuthRefused, a.message, a.status.into()),
+            ApplyError::Refused(a) => {
+                EtcdError::new(Code::AuthRefused, a.message.clone(), a.status.into())
+            }
         }
     }
-}
 
-impl ApplyError {
-    /// Read back an auth failure from a command result (None: some other failure).
-    pub fn from_etcd(e: &EtcdError) -> Option<ApplyError> {
+    /// Read an auth failure back from the peer port's encoding (None: a key error).
+    pub fn from_wire(e: &EtcdError) -> Option<ApplyError> {
         match e.code {
             Code::TestFailed if e.cause == STALE_CAUSE => Some(ApplyError::Stale),
             Code::AuthRefused => Some(ApplyError::Refused(AuthError {
@@ -301,14 +304,14 @@ impl ApplyError {
 
 impl AuthCommand {
     /// Apply on a replica: refuse a stale command, else run (and validate) the operation.
-    pub fn apply(&self, state: &mut AuthState) -> Result<(), EtcdError> {
+    pub fn apply(&self, state: &mut AuthState) -> Result<(), ApplyError> {
         if self.base != state.version {
-            return Err(ApplyError::Stale.into());
+            return Err(ApplyError::Stale);
         }
         state
             .apply_op(&self.op)
             .map(|_| ())
-            .map_err(|e| ApplyError::Refused(e).into())
+            .map_err(ApplyError::Refused)
     }
 }
 

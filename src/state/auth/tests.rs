@@ -373,7 +373,9 @@ fn commands_are_compare_and_swap_on_the_version() {
     assert_eq!(st.version(), 1);
     // The same command again is stale: it was validated against version 0.
     let e = cmd(0).apply(&mut st).unwrap_err();
-    assert_eq!(ApplyError::from_etcd(&e), Some(ApplyError::Stale));
+    assert_eq!(e, ApplyError::Stale);
+    // On the peer port it travels as an etcd error and reads back the same.
+    assert_eq!(ApplyError::from_wire(&e.to_wire()), Some(ApplyError::Stale));
     assert_eq!(st.version(), 1);
     // Current base, but refused: the refusal comes back with its status and message.
     let e = AuthCommand {
@@ -382,13 +384,12 @@ fn commands_are_compare_and_swap_on_the_version() {
     }
     .apply(&mut st)
     .unwrap_err();
-    assert_eq!(
-        ApplyError::from_etcd(&e),
-        Some(ApplyError::Refused(AuthError {
-            status: 409,
-            message: "auth: already disabled".into()
-        }))
-    );
+    let refused = ApplyError::Refused(AuthError {
+        status: 409,
+        message: "auth: already disabled".into(),
+    });
+    assert_eq!(e, refused);
+    assert_eq!(ApplyError::from_wire(&e.to_wire()), Some(refused));
     assert_eq!(st.version(), 1);
     let back: AuthState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
     assert_eq!(back, st);
@@ -402,18 +403,22 @@ fn auth_state_rides_in_store_snapshots_and_old_snapshots_load() {
     use crate::state::State;
     use crate::store::StoreSnapshot;
     let mut store = State::new(10);
-    Command::Auth(AuthCommand {
-        base: 0,
-        op: create("root", Some("$r"), None),
-    })
-    .apply(&mut store)
-    .unwrap();
-    Command::Auth(AuthCommand {
-        base: 1,
-        op: AuthOp::Enable,
-    })
-    .apply(&mut store)
-    .unwrap();
+    use crate::command::Outcome;
+    let applied = |o: Outcome| assert_eq!(o, Outcome::Auth(Ok(())));
+    applied(
+        Command::Auth(AuthCommand {
+            base: 0,
+            op: create("root", Some("$r"), None),
+        })
+        .apply(&mut store),
+    );
+    applied(
+        Command::Auth(AuthCommand {
+            base: 1,
+            op: AuthOp::Enable,
+        })
+        .apply(&mut store),
+    );
     assert_eq!(store.store.index(), 0, "auth writes take no store index");
     let json = serde_json::to_value(store.snapshot()).unwrap();
     let mut restored = State::new(10);
