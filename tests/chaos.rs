@@ -14,14 +14,9 @@
 //! (`CHAOS_SEED=<n>` replays the same choices) and a table row at the end, also appended to
 //! `target/tmp/chaos-table.md`. See `docs/testing-faults.md`.
 
-mod common;
 #[macro_use]
-#[path = "common/cluster.rs"]
-mod cluster_common;
-#[path = "common/checker.rs"]
-mod checker;
-#[path = "common/proxy.rs"]
-mod proxy;
+mod common;
+use common::{checker, cluster as cluster_common, proxy};
 
 mod checker_tests {
     //! Hand-made histories the checker must accept or reject, and random histories of a

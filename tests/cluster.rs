@@ -9,10 +9,9 @@
 //! `<tmp>/stderr.log`) explains what it did; a failing assertion prints the tail of every
 //! node's log. Every wait is a bounded poll whose duration is reported.
 
-mod common;
 #[macro_use]
-#[path = "common/cluster.rs"]
-mod cluster_common;
+mod common;
+use common::cluster as cluster_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -8,12 +8,9 @@
 //! same store. Every wait is a bounded poll whose duration is reported. `PROXY_DEBUG=1`
 //! prints every connection whose opener could not be identified.
 
-mod common;
 #[macro_use]
-#[path = "common/cluster.rs"]
-mod cluster_common;
-#[path = "common/proxy.rs"]
-mod proxy;
+mod common;
+use common::{cluster as cluster_common, proxy};
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -424,4 +421,19 @@ fn flapping_partitions_lose_no_acknowledged_write() {
         acked.len(),
         cl.net.stats()
     );
+}
+
+/// The proxies' own machinery (`common/proxy.rs`): who opened a connection.
+#[test]
+fn proxy_finds_the_process_that_opened_a_connection() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let proxy_port = l.local_addr().expect("addr").port();
+    let c = std::net::TcpStream::connect(("127.0.0.1", proxy_port)).expect("connect");
+    let client_port = c.local_addr().expect("addr").port();
+    let _accepted = l.accept().expect("accept");
+    // This process opened it: it is found as node 1 (node 0 is a process that is not it).
+    let pids = [Some(1), Some(std::process::id())];
+    let found = proxy::openers(&[(client_port, proxy_port), (1, 2)], &pids);
+    assert_eq!(found.get(&(client_port, proxy_port)), Some(&1));
+    assert_eq!(found.len(), 1, "{found:?}");
 }

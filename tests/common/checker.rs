@@ -20,9 +20,6 @@
 //! and `Unknown` (timeouts, cut connections, error 300 "may or may not have been applied": the
 //! operation may take effect at any moment after its call, or never - its return is at
 //! infinity and it need not be linearized at all).
-//!
-//! Not declared from `common/mod.rs`: a test crate includes it with
-//! `#[path = "common/checker.rs"] mod checker;`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -4,9 +4,8 @@
 //! (polling, leader agreement, convergence, expected error 300) that each test's `Cluster`
 //! implements.
 //!
-//! Not declared from `common/mod.rs` (every other test crate would compile it): the two
-//! test crates include it with `#[macro_use] #[path = "common/cluster.rs"] mod
-//! cluster_common;` after `mod common;`. Each crate uses a different part of it, hence the
+//! `common::cluster`; its `ensure!`/`fail!` reach a test crate that declares
+//! `#[macro_use] mod common;`. Each crate uses a different part of it, hence the
 //! `allow(dead_code)` below (the same reason as in `common/mod.rs`).
 #![allow(dead_code)]
 
@@ -23,6 +22,7 @@ use crate::common::{Node, Resp, form_encode, probe_ready, request_timeout, spawn
 pub const REQ: Duration = Duration::from_secs(10);
 
 /// Panic with a message and the tail of every node's log.
+#[allow(unused_macros)]
 macro_rules! fail {
     ($cl:expr, $($arg:tt)*) => {
         {
@@ -34,6 +34,7 @@ macro_rules! fail {
 }
 
 /// Assert with the nodes' logs attached.
+#[allow(unused_macros)]
 macro_rules! ensure {
     ($cl:expr, $cond:expr, $($arg:tt)*) => {
         if !$cond {

@@ -1,7 +1,18 @@
 //! Shared black-box test harness: start `etcd` processes on free ports and talk raw HTTP/1.1
-//! to them.
+//! to them. Every test crate declares it (`mod common;`, with `#[macro_use]` for the
+//! cluster assertions) and takes what it needs:
+//!
+//! * here: one node ([`Node`]), raw requests, readiness;
+//! * [`cluster`]: processes of a cluster, waits on their views, a write load, `ensure!`;
+//! * [`proxy`]: TCP proxies between members, for partitions;
+//! * [`checker`]: the linearizability checker of the chaos tests;
+//! * [`rng`]: the replayable random generator.
 #![allow(dead_code)]
 
+pub mod checker;
+#[macro_use]
+pub mod cluster;
+pub mod proxy;
 pub mod rng;
 
 use std::fs::OpenOptions;

@@ -19,9 +19,6 @@
 //!
 //! Nodes can be added while the proxies run ([`Net::add`]), for members that join later.
 //! `PROXY_DEBUG=1` prints every connection whose opener could not be identified.
-//!
-//! Not declared from `common/mod.rs`: a test crate includes it with
-//! `#[path = "common/proxy.rs"] mod proxy;`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -468,7 +465,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
 /// per connection: reading /proc/net/tcp instead costs megabytes per read when the machine
 /// holds many sockets), then one pass over the nodes' /proc/<pid>/fd. Connections not
 /// found are left out.
-fn openers(conns: &[(u16, u16)], pids: &[Option<u32>]) -> HashMap<(u16, u16), usize> {
+pub fn openers(conns: &[(u16, u16)], pids: &[Option<u32>]) -> HashMap<(u16, u16), usize> {
     let mut out = HashMap::new();
     let Some(diag) = SockDiag::open() else {
         return out;
@@ -577,18 +574,4 @@ impl SockDiag {
         let inode = u32::from_ne_bytes([resp[84], resp[85], resp[86], resp[87]]);
         (inode != 0).then_some(inode)
     }
-}
-
-#[test]
-fn proxy_finds_the_process_that_opened_a_connection() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let proxy_port = l.local_addr().expect("addr").port();
-    let c = TcpStream::connect(("127.0.0.1", proxy_port)).expect("connect");
-    let client_port = c.local_addr().expect("addr").port();
-    let _accepted = l.accept().expect("accept");
-    // This process opened it: it is found as node 1 (node 0 is a process that is not it).
-    let pids = [Some(1), Some(std::process::id())];
-    let found = openers(&[(client_port, proxy_port), (1, 2)], &pids);
-    assert_eq!(found.get(&(client_port, proxy_port)), Some(&1));
-    assert_eq!(found.len(), 1, "{found:?}");
 }
