@@ -496,16 +496,18 @@ fn voters_are_only(node: &RaftNode, id: NodeId) -> bool {
 }
 
 /// Open the gates once this node's store is current: on the leader, once everything its log
-/// held at start-up is applied; on a follower, once it has applied the leader's read index.
-/// On the way, make sure the cluster's record of this node (voter, name, client URL, registry
-/// entry) is current.
+/// held at start-up and an entry of its own term are applied; on a follower, once it has
+/// applied the leader's read index. On the way, make sure the cluster's record of this node
+/// (voter, name, client URL, registry entry) is current.
 async fn become_ready(state: Arc<AppState>, boot_last: u64, dropped: Vec<(NodeId, Member)>) {
     let node = &state.node;
     loop {
         let ok = match node.leader() {
+            // The leader: everything its log held at start-up applied, and its own blank
+            // entry too, so the configuration it reads (to record this member) is current.
             Some((id, _)) if id == node.id => {
                 let applied = node.raft_position().0;
-                applied >= boot_last
+                applied >= boot_last && node.applied_current_term()
             }
             Some(_) => node.linearizable_read().await.is_ok(),
             None => false,

@@ -336,6 +336,17 @@ impl RaftNode {
         (m.last_applied.map_or(0, |l| l.index), m.current_term)
     }
 
+    /// Has this node applied an entry of the current term? A new leader appends a blank entry
+    /// in its term; once that is applied, everything committed before it is applied here too -
+    /// the cluster configuration included, which a freshly initialized member has not applied
+    /// before that.
+    pub fn applied_current_term(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// Leader only: propose an expiry when some node is due. Runs until the node stops.
     pub async fn expire_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(EXPIRE_TICK);
