@@ -409,12 +409,16 @@ pub async fn run(
 /// could not be saved on a full disk): the node can then commit nothing more, so it must stop
 /// rather than answer every write with "no leader" forever.
 async fn raft_stopped(raft: &Raft) -> String {
-    let mut m = raft.metrics();
+    // Looked at twice a second rather than on every change of the metrics: those change with
+    // every write, and a task woken per write costs a sequential writer ~20% (measured).
+    let m = raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        if let Err(fatal) = &m.borrow_and_update().running_state {
+        tick.tick().await;
+        if let Err(fatal) = &m.borrow().running_state {
             return format!("raft stopped: {fatal}");
         }
-        if m.changed().await.is_err() {
+        if m.has_changed().is_err() {
             return "raft stopped".to_string();
         }
     }
