@@ -89,8 +89,8 @@ pub enum Command {
 // The large variant is the common one (every key write): boxing it would cost an allocation
 // per write to save bytes on the rare auth command.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(into = "WireOutcome", from = "WireOutcome")]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "WireOutcome")]
 pub enum Outcome {
     /// A key-space, registry or expiry command: its event (None when nothing needs an
     /// answer, like an expiry or a registration that changed nothing), or why the store
@@ -103,11 +103,14 @@ pub enum Outcome {
 /// [`Outcome`] on the peer port.
 type WireOutcome = Result<Option<Event>, EtcdError>;
 
-impl From<Outcome> for WireOutcome {
-    fn from(o: Outcome) -> WireOutcome {
-        match o {
-            Outcome::Key(r) => r,
-            Outcome::Auth(r) => r.map(|()| None).map_err(|e| e.to_wire()),
+// Written field by field rather than through `serde(into)`, which would clone every
+// outcome (an event with its previous node) of every forwarded write.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outcome::Key(r) => r.serialize(s),
+            Outcome::Auth(Ok(())) => WireOutcome::Ok(None).serialize(s),
+            Outcome::Auth(Err(e)) => WireOutcome::Err(e.to_wire()).serialize(s),
         }
     }
 }

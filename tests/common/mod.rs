@@ -505,31 +505,13 @@ impl Node {
 
     /// SIGTERM (via `kill -TERM pid`) and wait up to 10 s for the exit (then panic).
     pub fn stop(&mut self) -> ExitStatus {
-        let mut c = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("node {} not running", self.name));
+        let pid = self.pid();
         let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status()
             .expect("run kill");
         assert!(st.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = c.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "node {} did not exit within 10 s of SIGTERM; stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(Duration::from_secs(10))
     }
 
     /// Spawn again with the same args and data dir, then wait_ready.
