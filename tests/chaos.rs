@@ -532,9 +532,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use checker::{Op, Outcome, Prev, Record, Verdict, WatchEvent};
-use cluster_common::{Nodes, Proc, REQ, call, call_t};
+use cluster_common::{Nodes, REQ, call, call_t, member};
+use common::Node;
 use common::rng::Rng;
-use common::{Resp, free_port, parse_response, probe_ready};
+use common::{Resp, parse_response, probe_ready};
 use proxy::Net;
 
 // ---------------------------------------------------------------------------------------
@@ -1322,7 +1323,7 @@ fn check_ttl(log: &TtlLog, w: &Watched) -> Vec<String> {
 /// Every process started during a run (index = its proxy's index), the current members,
 /// and what the nemesis did. Dropped in field order: the processes first, then the proxies.
 struct Cluster {
-    p: Vec<Proc>,
+    p: Vec<Node>,
     net: Net,
     members: Vec<usize>,
     /// The member the watcher and the TTL maker talk to: never killed, paused, cut from the
@@ -1342,7 +1343,7 @@ impl Nodes for Cluster {
     const LEADER_TIMEOUT: Duration = Duration::from_secs(3);
     const LISTING_TIMEOUT: Duration = REQ;
 
-    fn procs(&self) -> &[Proc] {
+    fn nodes(&self) -> &[Node] {
         &self.p
     }
 
@@ -1365,12 +1366,9 @@ const RECOVERY: Duration = Duration::from_secs(120);
 /// timeout to depose a leader, hence the nemesis' hold times.
 const TIMING: [&str; 4] = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
-/// A node that advertises a proxy's address (`node.peer`) and listens on `real_peer`.
-fn new_proc(name: &str) -> Proc {
-    let real_peer = format!("127.0.0.1:{}", free_port());
-    let mut x = Proc::prepare(name, &["-peer-bind-addr", &real_peer]);
-    x.real_peer = real_peer;
-    x
+/// A member that advertises a proxy's address (`peer`) and listens on another port.
+fn new_member(name: &str) -> Node {
+    member(name).behind_proxy().prepare()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -1426,18 +1424,18 @@ impl Fault {
 impl Cluster {
     /// `n` members started together (`--initial-cluster`), each behind its proxy.
     fn start(n: usize, rng: &mut Rng) -> Cluster {
-        let mut p: Vec<Proc> = (1..=n).map(|i| new_proc(&format!("n{i}"))).collect();
+        let mut p: Vec<Node> = (1..=n).map(|i| new_member(&format!("n{i}"))).collect();
         let initial = cluster_common::initial_cluster(&p);
         for x in p.iter_mut() {
-            x.node.args = x.v2_args(&format!("http://{}", x.real_peer), &initial, "new");
-            x.node.args.extend(TIMING.map(String::from));
+            x.args = x.v2_args(&format!("http://{}", x.listen_peer()), &initial, "new");
+            x.args.extend(TIMING.map(String::from));
         }
         let pairs: Vec<(String, String)> = p
             .iter()
-            .map(|x| (x.node.peer.clone(), x.real_peer.clone()))
+            .map(|x| (x.peer.clone(), x.listen_peer().to_string()))
             .collect();
         let net = Net::start(&pairs);
-        let targets = p.iter().map(|x| x.client().to_string()).collect();
+        let targets = p.iter().map(|x| x.client.clone()).collect();
         let mut cl = Cluster {
             p,
             net,
@@ -1461,7 +1459,7 @@ impl Cluster {
         cl.immune = rng.pick(&followers);
         cl.note(format!(
             "{n} members ready after {took:?}; {} is kept out of faults (watcher, TTL keys)",
-            cl.p[cl.immune].name()
+            cl.p[cl.immune].name
         ));
         cl
     }
@@ -1475,7 +1473,7 @@ impl Cluster {
     }
 
     fn name(&self, i: usize) -> String {
-        self.p[i].name().to_string()
+        self.p[i].name.to_string()
     }
 
     /// Bounded poll until every member is ready and all name the same leader, a member.
@@ -1628,8 +1626,8 @@ impl Cluster {
         let json = [("Content-Type", "application/json")];
         let via = self.immune;
         let slot = self.p.len();
-        let mut x = new_proc(&format!("n{}", slot + 1));
-        assert_eq!(self.net.add(&x.node.peer, &x.real_peer), slot);
+        let mut x = new_member(&format!("n{}", slot + 1));
+        assert_eq!(self.net.add(&x.peer, x.listen_peer()), slot);
         let body = format!(r#"{{"peerURLs":["{}"]}}"#, x.peer_url());
         self.poll(Duration::from_secs(30), "POST /v2/members", || {
             let r = call(self.addr(via), "POST", "/v2/members", &json, &body)?;
@@ -1642,15 +1640,15 @@ impl Cluster {
         let mut initial: Vec<String> = self
             .members
             .iter()
-            .map(|&i| format!("{}={}", self.p[i].name(), self.p[i].peer_url()))
+            .map(|&i| format!("{}={}", self.p[i].name, self.p[i].peer_url()))
             .collect();
-        initial.push(format!("{}={}", x.name(), x.peer_url()));
-        x.node.args = x.v2_args(
-            &format!("http://{}", x.real_peer),
+        initial.push(format!("{}={}", x.name, x.peer_url()));
+        x.args = x.v2_args(
+            &format!("http://{}", x.listen_peer()),
             &initial.join(","),
             "existing",
         );
-        x.node.args.extend(TIMING.map(String::from));
+        x.args.extend(TIMING.map(String::from));
         x.spawn();
         self.net.set_pid(slot, Some(x.pid()));
         self.p.push(x);

@@ -9,174 +9,31 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Resp, free_port, request_timeout};
+use common::node::{NodeBuilder, Output};
+use common::{Node, Resp, free_port, request_timeout};
 
 // ---------------------------------------------------------------------------------------
 // process helpers
 
-/// A spawned `etcd` whose stdout and stderr are collected in the background.
-struct Proc {
-    child: Child,
-    out: Arc<Mutex<Vec<u8>>>,
-    err: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<thread::JoinHandle<()>>,
-    status: Option<ExitStatus>,
+/// `etcd ARGS` in `cwd` with only the given `ETCD_*` variables set, stdout and stderr
+/// collected; `wait_ready` looks at `client`.
+fn spawn(args: &[String], env: &[(&str, &str)], cwd: &Path, client: &str) -> Node {
+    launch(args, env, cwd).client(client).spawn()
 }
 
-/// What a finished process left behind.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => into.lock().unwrap().extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-}
-
-impl Proc {
-    /// Spawn `etcd args` in `cwd` with only the given `ETCD_*` variables set.
-    fn spawn(args: &[String], env: &[(&str, &str)], cwd: &Path) -> Proc {
-        let mut cmd = Command::new(common::BIN);
-        cmd.args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            let name = k.to_string_lossy();
-            if name.starts_with("ETCD_") || name == "RUST_LOG" {
-                cmd.env_remove(&k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn etcd");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let err = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().expect("stdout"), out.clone()),
-            collect(child.stderr.take().expect("stderr"), err.clone()),
-        ];
-        Proc {
-            child,
-            out,
-            err,
-            readers,
-            status: None,
-        }
+fn launch(args: &[String], env: &[(&str, &str)], cwd: &Path) -> NodeBuilder {
+    let mut b = Node::command(args)
+        .without_etcd_env()
+        .cwd(cwd)
+        .capture_output();
+    for (k, v) in env {
+        b = b.env(k, v);
     }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
-    }
-
-    /// Wait up to `timeout` for the exit; None if still running.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.status.is_some() {
-            return self.status;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(st);
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -{sig} failed");
-    }
-
-    /// Poll `GET /v1/keys/` on `addr` until 200; fails early when the process exits.
-    fn wait_ready(&mut self, addr: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) =
-                request_timeout(addr, "GET", "/v1/keys/", &[], b"", Duration::from_secs(2))
-                && r.status == 200
-            {
-                return;
-            }
-            if let Some(st) = self.wait_exit(Duration::ZERO) {
-                panic!(
-                    "etcd exited ({st}) before it was ready on {addr}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd not ready on {addr} after 15 s; stderr:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Send `sig` and wait up to 10 s for the exit; panics if it does not come.
-    fn stop_with(&mut self, sig: &str) -> ExitStatus {
-        self.signal(sig);
-        match self.wait_exit(Duration::from_secs(10)) {
-            Some(st) => st,
-            None => panic!(
-                "etcd still running 10 s after SIG{sig}; stderr:\n{}",
-                self.stderr()
-            ),
-        }
-    }
-
-    /// Wait (bounded) for the exit and gather the output; kills the process on timeout.
-    fn finish(mut self, timeout: Duration) -> Output {
-        let status = self.wait_exit(timeout);
-        if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for r in std::mem::take(&mut self.readers) {
-            let _ = r.join();
-        }
-        Output {
-            code: status.and_then(|s| s.code()),
-            stdout: self.stdout(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    b
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -190,7 +47,9 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn run_in(args: &[String], env: &[(&str, &str)], cwd: &Path) -> Output {
-    Proc::spawn(args, env, cwd).finish(Duration::from_secs(10))
+    launch(args, env, cwd)
+        .spawn()
+        .finish(Duration::from_secs(10))
 }
 
 fn addr() -> String {
@@ -424,15 +283,15 @@ fn start_and_check(
 ) {
     let cwd = tempfile::tempdir().expect("tempdir");
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut p = Proc::spawn(&args, &env_refs, cwd.path());
-    p.wait_ready(client);
+    let mut p = spawn(&args, &env_refs, cwd.path(), client);
+    p.wait_ready();
     assert_registered(client, name, peer, client);
     set(client, "/cli/x", "1");
     assert_eq!(value_of(client, "/cli/x"), "1");
     let info = std::fs::read_to_string(dir.join("info"))
         .unwrap_or_else(|e| panic!("{args:?}: no info file in the data dir {dir:?}: {e}"));
     assert!(info.contains(&format!("\"name\": \"{name}\"")), "{info}");
-    let st = p.stop_with("TERM");
+    let st = p.stop();
     assert_eq!(st.code(), Some(0), "{args:?}: stderr {}", p.stderr());
 }
 
@@ -601,8 +460,8 @@ fn flags_beat_environment_variables() {
     ];
     let cwd = tempfile::tempdir().expect("tempdir");
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut p = Proc::spawn(&args, &env_refs, cwd.path());
-    p.wait_ready(&client);
+    let mut p = spawn(&args, &env_refs, cwd.path(), &client);
+    p.wait_ready();
     assert_registered(&client, "flagnode", &peer, &client);
     assert_key_missing(&client, "/_etcd/machines/envnode");
     assert!(flag_dir.join("info").exists(), "-d was not used");
@@ -614,7 +473,7 @@ fn flags_beat_environment_variables() {
         refuses_connections(&env_client),
         "ETCD_ADDR was used although -c was given"
     );
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -689,11 +548,11 @@ fn peer_port_in_use_exits_1() {
 fn first_run(root: &Path, name: &str) -> (PathBuf, String, String) {
     let dir = root.join(name);
     let (client, peer) = two_addrs();
-    let mut p = Proc::spawn(&node_args(name, &dir, &client, &peer), &[], root);
-    p.wait_ready(&client);
+    let mut p = spawn(&node_args(name, &dir, &client, &peer), &[], root, &client);
+    p.wait_ready();
     set(&client, "/a", "one");
     set(&client, "/b/c", "two");
-    assert_eq!(p.stop_with("TERM").code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.stop().code(), Some(0), "{}", p.stderr());
     (dir, client, peer)
 }
 
@@ -780,9 +639,9 @@ fn force_discards_own_files_only_and_rewrites_info() {
     let (client, peer) = two_addrs();
     let mut args = node_args("f0", &dir, &client, &peer);
     args.push("-f".into());
-    let mut p = Proc::spawn(&args, &[], root.path());
+    let mut p = spawn(&args, &[], root.path(), &client);
     // info was discarded, so the new -c applies.
-    p.wait_ready(&client);
+    p.wait_ready();
     assert!(refuses_connections(&old_client), "still on the old port");
     assert_key_missing(&client, "/a");
     assert_key_missing(&client, "/b/c");
@@ -805,12 +664,17 @@ fn force_discards_own_files_only_and_rewrites_info() {
     );
     // New data is stored normally after -f.
     set(&client, "/after", "force");
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
-    let mut p = Proc::spawn(&node_args("f0", &dir, &client, &peer), &[], root.path());
-    p.wait_ready(&client);
+    assert_eq!(p.stop().code(), Some(0));
+    let mut p = spawn(
+        &node_args("f0", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    p.wait_ready();
     assert_eq!(value_of(&client, "/after"), "force");
     assert_key_missing(&client, "/a");
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 #[test]
@@ -819,13 +683,14 @@ fn restart_without_force_uses_saved_info_over_flags() {
     let (dir, client, peer) = first_run(root.path(), "i1");
     let info_before = std::fs::read_to_string(dir.join("info")).unwrap();
     let (other_client, other_peer) = two_addrs();
-    let mut p = Proc::spawn(
+    let mut p = spawn(
         &node_args("i1", &dir, &other_client, &other_peer),
         &[],
         root.path(),
+        &client,
     );
     // v0.1: the saved identity wins, so the node comes up on the ORIGINAL client port.
-    p.wait_ready(&client);
+    p.wait_ready();
     assert_eq!(value_of(&client, "/a"), "one");
     assert_eq!(value_of(&client, "/b/c"), "two");
     assert_registered(&client, "i1", &peer, &client);
@@ -839,7 +704,7 @@ fn restart_without_force_uses_saved_info_over_flags() {
         info_before,
         "info must not change without -f"
     );
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 #[test]
@@ -847,8 +712,13 @@ fn info_file_is_v01_pretty_json() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("pretty");
     let (client, peer) = two_addrs();
-    let mut p = Proc::spawn(&node_args("pretty", &dir, &client, &peer), &[], root.path());
-    p.wait_ready(&client);
+    let mut p = spawn(
+        &node_args("pretty", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    p.wait_ready();
     let info = std::fs::read_to_string(dir.join("info")).expect("info file");
     let expected = format!(
         "{{\n \"name\": \"pretty\",\n \"raftURL\": \"http://{peer}\",\n \"etcdURL\": \"http://{client}\",\n \
@@ -859,7 +729,7 @@ fn info_file_is_v01_pretty_json() {
     assert_eq!(info.trim_end(), expected, "info file:\n{info}");
     let v: serde_json::Value = serde_json::from_str(&info).expect("info is JSON");
     assert_eq!(v["name"], "pretty");
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -890,8 +760,13 @@ fn shutdown_with_open_connections(sig: &str) {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("sig");
     let (client, peer) = two_addrs();
-    let mut p = Proc::spawn(&node_args("sig", &dir, &client, &peer), &[], root.path());
-    p.wait_ready(&client);
+    let mut p = spawn(
+        &node_args("sig", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    p.wait_ready();
 
     // A long-poll watch in a thread.
     let (tx, rx) = mpsc::channel();
@@ -988,13 +863,18 @@ fn default_verbosity_is_silent_and_v_logs() {
     // Default: nothing on stderr or stdout during a clean start (and a clean stop).
     let dir = root.path().join("quiet");
     let (client, peer) = two_addrs();
-    let mut p = Proc::spawn(&node_args("quiet", &dir, &client, &peer), &[], root.path());
-    p.wait_ready(&client);
+    let mut p = spawn(
+        &node_args("quiet", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    p.wait_ready();
     set(&client, "/q", "1");
     thread::sleep(Duration::from_millis(500));
     assert_eq!(p.stderr(), "", "default verbosity logged on a clean start");
     assert_eq!(p.stdout(), "", "stdout on a clean start");
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
     assert_eq!(p.stderr(), "", "default verbosity logged on a clean stop");
 
     // -v: log lines on stderr at start.
@@ -1002,8 +882,8 @@ fn default_verbosity_is_silent_and_v_logs() {
     let (client, peer) = two_addrs();
     let mut args = node_args("loud", &dir, &client, &peer);
     args.push("-v".into());
-    let mut p = Proc::spawn(&args, &[], root.path());
-    p.wait_ready(&client);
+    let mut p = spawn(&args, &[], root.path(), &client);
+    p.wait_ready();
     let deadline = Instant::now() + Duration::from_secs(5);
     while lines(&p.stderr()).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
@@ -1013,7 +893,7 @@ fn default_verbosity_is_silent_and_v_logs() {
         "-v printed no log line on stderr at start"
     );
     assert_eq!(p.stdout(), "", "-v must log to stderr, not stdout");
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 /// Log lines go to a pipe or a file here, not a terminal: no ANSI colour escapes in them
@@ -1025,9 +905,9 @@ fn log_lines_are_plain_text_when_stderr_is_not_a_terminal() {
     let (client, peer) = two_addrs();
     let mut args = node_args("plain", &dir, &client, &peer);
     args.push("-v".into());
-    let mut p = Proc::spawn(&args, &[], root.path());
-    p.wait_ready(&client);
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    let mut p = spawn(&args, &[], root.path(), &client);
+    p.wait_ready();
+    assert_eq!(p.stop().code(), Some(0));
     let err = p.stderr();
     assert!(!lines(&err).is_empty(), "-v logged nothing");
     assert!(
@@ -1044,13 +924,13 @@ fn default_data_dir_is_name_dot_etcd_in_the_working_directory() {
     let cwd = tempfile::tempdir().expect("tempdir");
     let (client, peer) = two_addrs();
     let args = strings(&["-n", "dflt", "-c", &client, "-s", &peer]);
-    let mut p = Proc::spawn(&args, &[], cwd.path());
-    p.wait_ready(&client);
+    let mut p = spawn(&args, &[], cwd.path(), &client);
+    p.wait_ready();
     assert!(
         cwd.path().join("dflt.etcd").join("info").exists(),
         "no dflt.etcd/info in the working directory"
     );
-    assert_eq!(p.stop_with("TERM").code(), Some(0));
+    assert_eq!(p.stop().code(), Some(0));
 }
 
 /// A second process on a data directory that a running node uses must not start, with or
@@ -1061,8 +941,13 @@ fn data_dir_in_use_by_a_running_node_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("busy");
     let (client, peer) = two_addrs();
-    let mut first = Proc::spawn(&node_args("busy", &dir, &client, &peer), &[], root.path());
-    first.wait_ready(&client);
+    let mut first = spawn(
+        &node_args("busy", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    first.wait_ready();
     set(&client, "/before", "1");
 
     let (c2, p2) = two_addrs();
@@ -1077,12 +962,12 @@ fn data_dir_in_use_by_a_running_node_is_refused() {
     let (c3, p3) = two_addrs();
     let mut args = node_args("busy", &dir, &c3, &p3);
     args.push("-f".into());
-    let mut second = Proc::spawn(&args, &[], root.path());
+    let mut second = spawn(&args, &[], root.path(), &c3);
     let status = second.wait_exit(Duration::from_secs(5));
     let second_err = second.stderr();
     drop(second);
     set(&client, "/after", "2");
-    assert_eq!(first.stop_with("TERM").code(), Some(0));
+    assert_eq!(first.stop().code(), Some(0));
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(1),
@@ -1090,9 +975,14 @@ fn data_dir_in_use_by_a_running_node_is_refused() {
          stderr: {second_err}"
     );
     // The first node's acknowledged writes are all there after its restart.
-    let mut again = Proc::spawn(&node_args("busy", &dir, &client, &peer), &[], root.path());
-    again.wait_ready(&client);
+    let mut again = spawn(
+        &node_args("busy", &dir, &client, &peer),
+        &[],
+        root.path(),
+        &client,
+    );
+    again.wait_ready();
     assert_eq!(value_of(&client, "/before"), "1");
     assert_eq!(value_of(&client, "/after"), "2");
-    assert_eq!(again.stop_with("TERM").code(), Some(0));
+    assert_eq!(again.stop().code(), Some(0));
 }

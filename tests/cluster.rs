@@ -22,15 +22,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    Acks, Load, Nodes, Proc, REQ, call, call_t, initial_cluster, leaves, listing,
+    Acks, Load, Nodes, REQ, TERM_WAIT, call, call_t, initial_cluster, leaves, listing, member,
 };
+use common::Node;
 use common::{Resp, form_encode};
 
 // ---------------------------------------------------------------------------------------
 // clusters
 
 struct Cluster {
-    p: Vec<Proc>,
+    p: Vec<Node>,
 }
 
 impl Nodes for Cluster {
@@ -38,7 +39,7 @@ impl Nodes for Cluster {
     /// Full listings of 100,000 keys.
     const LISTING_TIMEOUT: Duration = Duration::from_secs(30);
 
-    fn procs(&self) -> &[Proc] {
+    fn nodes(&self) -> &[Node] {
         &self.p
     }
 }
@@ -47,20 +48,20 @@ impl Cluster {
     /// `n` v0.1-style nodes: node1 alone, then the others with `-C <node1 peer>`, started
     /// together. Waits until every node is ready and all agree on the membership.
     fn v01(n: usize, extra: &[&str]) -> Cluster {
-        let mut first = Proc::prepare("node1", extra);
+        let mut first = member("node1").args(extra).prepare();
         first.spawn();
-        first.wait_ready(Duration::from_secs(20));
-        let join = first.node.peer.clone();
+        first.wait_ready_within(Duration::from_secs(20));
+        let join = first.peer.clone();
         let mut cl = Cluster { p: vec![first] };
         for i in 2..=n {
             let mut args = extra.to_vec();
             args.extend(["-C", join.as_str()]);
-            let mut p = Proc::prepare(&format!("node{i}"), &args);
+            let mut p = member(&format!("node{i}")).args(&args).prepare();
             p.spawn();
             cl.p.push(p);
         }
         for i in 1..n {
-            cl.p[i].wait_ready(Duration::from_secs(30));
+            cl.p[i].wait_ready_within(Duration::from_secs(30));
         }
         let all: Vec<usize> = (0..n).collect();
         cl.wait_views(&all, &all, Duration::from_secs(20));
@@ -97,7 +98,7 @@ impl Cluster {
             fail!(
                 self,
                 "{} ({}): {e} (after {:?})",
-                self.p[i].name(),
+                self.p[i].name,
                 method,
                 start.elapsed()
             )
@@ -160,9 +161,7 @@ impl Cluster {
             if r.status != 200 {
                 return Err(format!(
                     "{} /v1/leader: {} {}",
-                    self.p[i].name(),
-                    r.status,
-                    r.body
+                    self.p[i].name, r.status, r.body
                 ));
             }
             if let Some(l) = &leader_url
@@ -180,7 +179,7 @@ impl Cluster {
         let clients: BTreeSet<String> = members.iter().map(|&i| self.p[i].client_url()).collect();
 
         for &i in ask {
-            let name = self.p[i].name();
+            let name = &self.p[i].name;
             let r = call(self.addr(i), "GET", "/v1/machines", &[], "")?;
             let list: Vec<&str> = r.body.split(", ").collect();
             let set: BTreeSet<String> = list.iter().map(|s| s.to_string()).collect();
@@ -216,7 +215,7 @@ impl Cluster {
         let mut first: Option<(String, String)> = None;
         let mut ids: BTreeMap<String, String> = BTreeMap::new();
         for &i in ask {
-            let name = self.p[i].name();
+            let name = &self.p[i].name;
             let r = call(self.addr(i), "GET", "/v2/members", &[], "")?;
             let cid = r.header("x-etcd-cluster-id").unwrap_or("").to_string();
             if r.status != 200 || cid.is_empty() {
@@ -256,7 +255,7 @@ impl Cluster {
                 }
                 prev = num;
                 let mname = m["name"].as_str().unwrap_or("");
-                let Some(j) = members.iter().copied().find(|&j| self.p[j].name() == mname) else {
+                let Some(j) = members.iter().copied().find(|&j| self.p[j].name == mname) else {
                     return Err(format!("unexpected member {m} in {}", r.body));
                 };
                 let want = serde_json::json!({
@@ -272,7 +271,7 @@ impl Cluster {
             }
         }
         for &i in ask {
-            let name = self.p[i].name();
+            let name = &self.p[i].name;
             let r = call(self.addr(i), "GET", "/v2/stats/self", &[], "")?;
             let v = parse(&r)?;
             if v["id"].as_str() != ids.get(name).map(String::as_str) {
@@ -297,7 +296,7 @@ impl Cluster {
             .iter()
             .map(|&j| {
                 (
-                    format!("/_etcd/machines/{}", self.p[j].name()),
+                    format!("/_etcd/machines/{}", self.p[j].name),
                     format!(
                         "raft={}&etcd={}",
                         self.p[j].peer_url(),
@@ -307,7 +306,7 @@ impl Cluster {
             })
             .collect();
         for &i in ask {
-            let name = self.p[i].name();
+            let name = &self.p[i].name;
             let r = call(self.addr(i), "GET", "/v1/keys/_etcd/machines", &[], "")?;
             let v = parse(&r)?;
             let got: BTreeMap<String, String> = v
@@ -554,18 +553,20 @@ fn count_keys(v: &serde_json::Value) -> usize {
 #[test]
 fn join_with_c_and_cf_through_follower_and_views_agree() {
     let t0 = Instant::now();
-    let mut n1 = Proc::prepare("node1", &[]);
+    let mut n1 = member("node1").prepare();
     n1.spawn();
-    n1.wait_ready(Duration::from_secs(20));
-    let mut n2 = Proc::prepare("node2", &["-C", &n1.node.peer.clone()]);
+    n1.wait_ready_within(Duration::from_secs(20));
+    let mut n2 = member("node2").args(&["-C", &n1.peer.clone()]).prepare();
     n2.spawn();
-    n2.wait_ready(Duration::from_secs(30));
+    n2.wait_ready_within(Duration::from_secs(30));
     // node3 names only node2 (a follower), in a peers file.
-    let cf = n1.node.dir.join("peers.txt");
-    std::fs::write(&cf, format!("{}\n", n2.node.peer)).unwrap();
-    let mut n3 = Proc::prepare("node3", &["-CF", &cf.to_string_lossy()]);
+    let cf = n1.dir.join("peers.txt");
+    std::fs::write(&cf, format!("{}\n", n2.peer)).unwrap();
+    let mut n3 = member("node3")
+        .args(&["-CF", &cf.to_string_lossy()])
+        .prepare();
     n3.spawn();
-    n3.wait_ready(Duration::from_secs(30));
+    n3.wait_ready_within(Duration::from_secs(30));
     let cl = Cluster {
         p: vec![n1, n2, n3],
     };
@@ -578,7 +579,7 @@ fn join_with_c_and_cf_through_follower_and_views_agree() {
     // move the leadership; nothing below depends on who leads.
     eprintln!(
         "views agree {took:?} after node3 was ready ({} leads); start-up {:?}",
-        cl.p[leader].name(),
+        cl.p[leader].name,
         t0.elapsed()
     );
 
@@ -605,7 +606,7 @@ fn join_with_c_and_cf_through_follower_and_views_agree() {
             cl,
             r.status == 201,
             "write via {}: {} {}",
-            cl.p[i].name(),
+            cl.p[i].name,
             r.status,
             r.body
         );
@@ -633,7 +634,7 @@ fn join_with_c_and_cf_through_follower_and_views_agree() {
     );
     eprintln!(
         "node1 killed: {} leads after {took:?}, write ok after {:?}",
-        cl.p[l].name(),
+        cl.p[l].name,
         killed.elapsed()
     );
 }
@@ -651,12 +652,14 @@ fn maxsize_refuses_extra_member() {
         } else {
             1 - leader
         };
-        let peer = cl.p[target].node.peer.clone();
-        let mut extra = Proc::prepare("node3", &["-maxsize", "2", "-C", &peer]);
+        let peer = cl.p[target].peer.clone();
+        let mut extra = member("node3")
+            .args(&["-maxsize", "2", "-C", &peer])
+            .prepare();
         extra.spawn();
         let start = Instant::now();
         let st = extra.wait_exit(Duration::from_secs(30));
-        let log = common::strip_ansi(&extra.node.stderr());
+        let log = common::strip_ansi(&extra.stderr());
         let Some(st) = st else {
             fail!(
                 cl,
@@ -704,12 +707,12 @@ fn restarted_member_rejoins_without_c() {
         );
         ensure!(cl, r.status == 201, "{} {}", r.status, r.body);
     }
-    let st = cl.p[f].term();
+    let st = cl.p[f].stop_with("TERM", TERM_WAIT);
     ensure!(
         cl,
         st.success(),
         "{} exit status after SIGTERM: {st:?}",
-        cl.p[f].name()
+        cl.p[f].name
     );
     let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
     for i in 0..5 {
@@ -723,21 +726,21 @@ fn restarted_member_rejoins_without_c() {
             cl,
             r.status == 201,
             "write while {} is down: {} {}",
-            cl.p[f].name(),
+            cl.p[f].name,
             r.status,
             r.body
         );
     }
-    let args = without_join(&cl.p[f].node.args);
+    let args = without_join(&cl.p[f].args);
     ensure!(
         cl,
-        args.len() < cl.p[f].node.args.len(),
+        args.len() < cl.p[f].args.len(),
         "node had no -C: {:?}",
         args
     );
-    cl.p[f].node.args = args;
+    cl.p[f].args = args;
     cl.p[f].spawn();
-    let took = cl.p[f].wait_ready(Duration::from_secs(30));
+    let took = cl.p[f].wait_ready_within(Duration::from_secs(30));
     let all = [0, 1, 2];
     let (_, conv) = cl.converge(&all, "/", Duration::from_secs(20));
     cl.wait_views(&all, &all, Duration::from_secs(20));
@@ -768,7 +771,7 @@ fn restarted_member_rejoins_without_c() {
 #[test]
 fn initial_cluster_and_members_api() {
     let names = ["a", "b", "c", "d"];
-    let mut procs: Vec<Proc> = names.iter().map(|n| Proc::prepare(n, &[])).collect();
+    let mut procs: Vec<Node> = names.iter().map(|n| member(n).prepare()).collect();
     let initial3 = initial_cluster(&procs[..3]);
     let initial4 = initial_cluster(&procs);
     for (i, p) in procs.iter_mut().enumerate() {
@@ -777,13 +780,13 @@ fn initial_cluster_and_members_api() {
         } else {
             (&initial4, "existing")
         };
-        p.node.args = p.v2_args(&p.peer_url(), initial, state);
+        p.args = p.v2_args(&p.peer_url(), initial, state);
     }
     for p in procs.iter_mut().take(3) {
         p.spawn();
     }
     for p in procs.iter_mut().take(3) {
-        p.wait_ready(Duration::from_secs(30));
+        p.wait_ready_within(Duration::from_secs(30));
     }
     let cl = Cluster { p: procs };
     let three = [0, 1, 2];
@@ -912,11 +915,11 @@ fn initial_cluster_and_members_api() {
                 let m = v["members"]
                     .as_array()
                     .and_then(|a| a.iter().find(|m| m["id"] == gid.as_str()).cloned())
-                    .ok_or_else(|| format!("{gid} missing on {}: {v}", cl.p[i].name()))?;
+                    .ok_or_else(|| format!("{gid} missing on {}: {v}", cl.p[i].name))?;
                 if m["peerURLs"] != serde_json::json!([ghost2])
                     || m["clientURLs"] != serde_json::json!([])
                 {
-                    return Err(format!("{} shows {m}", cl.p[i].name()));
+                    return Err(format!("{} shows {m}", cl.p[i].name));
                 }
             }
             Ok(())
@@ -943,7 +946,7 @@ fn initial_cluster_and_members_api() {
     ensure!(cl, r.status == 201, "add d: {} {}", r.status, r.body);
     let did = parse(&r).unwrap()["id"].as_str().unwrap_or("").to_string();
     cl.p[3].spawn();
-    let took = cl.p[3].wait_ready(Duration::from_secs(30));
+    let took = cl.p[3].wait_ready_within(Duration::from_secs(30));
     let four = [0, 1, 2, 3];
     let (_, conv) = cl.poll(Duration::from_secs(20), "the views with d", || {
         cl.views(&four, &four)
@@ -1246,7 +1249,7 @@ fn quorum_reads_on_followers_are_linearizable() {
             cl,
             resp.status == 200 || resp.status == 201,
             "write #{i} on {}: {} {}",
-            cl.p[w].name(),
+            cl.p[w].name,
             resp.status,
             resp.body
         );
@@ -1261,8 +1264,8 @@ fn quorum_reads_on_followers_are_linearizable() {
             cl,
             g.status == 200 && got["node"]["value"] == value.as_str(),
             "round {i}: wrote {value} on {}, {param} read on {} gave {} {}",
-            cl.p[w].name(),
-            cl.p[r].name(),
+            cl.p[w].name,
+            cl.p[r].name,
             g.status,
             g.body
         );
@@ -1282,7 +1285,7 @@ fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]
         lost.is_empty(),
         "{} acknowledged writes missing on {} (of {}), e.g. {:?}",
         lost.len(),
-        cl.p[node].name(),
+        cl.p[node].name,
         acked.len(),
         &lost[..lost.len().min(5)]
     );
@@ -1343,19 +1346,19 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
         cl,
         first_write.is_some(),
         "no successful write within 3 s of killing leader {} (new leader {} after {leader_took:?})",
-        cl.p[old].name(),
-        cl.p[new].name()
+        cl.p[old].name,
+        cl.p[new].name
     );
     eprintln!(
         "killed leader {}: {} leads after {leader_took:?}, first write after {:?}",
-        cl.p[old].name(),
-        cl.p[new].name(),
+        cl.p[old].name,
+        cl.p[new].name,
         first_write.unwrap()
     );
     let acked = finish_load(&cl, load, &survivors);
 
     cl.p[old].spawn();
-    let took = cl.p[old].wait_ready(Duration::from_secs(30));
+    let took = cl.p[old].wait_ready_within(Duration::from_secs(30));
     let all = [0, 1, 2];
     let (body, conv) = cl.converge(&all, "/", Duration::from_secs(20));
     check_acked(&cl, old, &body, &acked);
@@ -1363,7 +1366,7 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
     eprintln!(
         "old leader back: ready after {took:?}, converged {conv:?} later; {} acked writes checked; leader {}",
         acked.len(),
-        cl.p[l].name()
+        cl.p[l].name
     );
 }
 
@@ -1391,23 +1394,23 @@ fn five_members_survive_losing_two() {
     let killed = Instant::now();
     let (new, leader_took) = cl.leader(&survivors, Duration::from_secs(3));
     for &s in &survivors {
-        let path = format!("/v2/keys/five/after/{}", cl.p[s].name());
+        let path = format!("/v2/keys/five/after/{}", cl.p[s].name);
         let r = call_t(cl.addr(s), "PUT", &path, "value=x", Duration::from_secs(5))
-            .unwrap_or_else(|e| fail!(cl, "write via {} after two died: {e}", cl.p[s].name()));
+            .unwrap_or_else(|e| fail!(cl, "write via {} after two died: {e}", cl.p[s].name));
         ensure!(
             cl,
             r.status == 201,
             "write via {} after two died: {} {}",
-            cl.p[s].name(),
+            cl.p[s].name,
             r.status,
             r.body
         );
     }
     eprintln!(
         "killed {} (leader) and {}: {} leads after {leader_took:?}; a write through each survivor done {:?} after the kill",
-        cl.p[old].name(),
-        cl.p[other].name(),
-        cl.p[new].name(),
+        cl.p[old].name,
+        cl.p[other].name,
+        cl.p[new].name,
         killed.elapsed()
     );
     let acked = finish_load(&cl, load, &survivors);
@@ -1415,7 +1418,7 @@ fn five_members_survive_losing_two() {
     cl.p[old].spawn();
     cl.p[other].spawn();
     for i in [old, other] {
-        cl.p[i].wait_ready(Duration::from_secs(30));
+        cl.p[i].wait_ready_within(Duration::from_secs(30));
     }
     let (body, conv) = cl.converge(&all, "/", Duration::from_secs(20));
     check_acked(&cl, old, &body, &acked);
@@ -1424,7 +1427,7 @@ fn five_members_survive_losing_two() {
     eprintln!(
         "both back: converged after {conv:?}; {} acked writes checked; leader {}",
         acked.len(),
-        cl.p[l].name()
+        cl.p[l].name
     );
 }
 
@@ -1446,7 +1449,7 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
             let took = cl.expect_300(node, what, method, path, body);
             eprintln!(
                 "{what} on {} without quorum: 300 after {took:?}",
-                cl.p[node].name()
+                cl.p[node].name
             );
         };
 
@@ -1498,7 +1501,7 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
     }
     for i in 0..3 {
         if i != l {
-            cl.p[i].wait_ready(Duration::from_secs(30));
+            cl.p[i].wait_ready_within(Duration::from_secs(30));
         }
     }
     let all = [0, 1, 2];
@@ -1575,7 +1578,7 @@ fn quorum_loss_fails_fast_and_full_restart_keeps_data() {
     }
     let start = Instant::now();
     for p in cl.p.iter_mut() {
-        p.wait_ready(Duration::from_secs(30));
+        p.wait_ready_within(Duration::from_secs(30));
     }
     let ready = start.elapsed();
     cl.wait_views(&all, &all, Duration::from_secs(20));
@@ -1616,7 +1619,7 @@ fn lagging_member_catches_up_from_snapshot() {
     bulk_put(&[cl.addr(l)], "/snap/early", 0..20, 2);
     let lag_last =
         metric(cl.addr(lag), "etcd_raft_last_log_index").unwrap_or_else(|e| fail!(cl, "{e}"));
-    let st = cl.p[lag].term();
+    let st = cl.p[lag].stop_with("TERM", TERM_WAIT);
     ensure!(cl, st.success(), "exit status after SIGTERM: {st:?}");
     let start = Instant::now();
     let addrs = [cl.addr(l), cl.addr(other)];
@@ -1644,7 +1647,7 @@ fn lagging_member_catches_up_from_snapshot() {
         batch = 1000;
     }
     cl.p[lag].spawn();
-    let took = cl.p[lag].wait_ready(Duration::from_secs(60));
+    let took = cl.p[lag].wait_ready_within(Duration::from_secs(60));
     let all = [0, 1, 2];
     let (body, conv) = cl.converge(&all, "/", Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -1683,20 +1686,22 @@ fn new_member_joins_cluster_with_many_keys() {
     // timeout: with 1000 ms (default 200), only a stall of a whole second on a loaded machine
     // (rather than the listings themselves blocking Raft) could fail it.
     let raft = ["-peer-election-timeout", "1000"];
-    let mut n1 = Proc::prepare("node1", &raft);
+    let mut n1 = member("node1").args(&raft).prepare();
     n1.spawn();
-    n1.wait_ready(Duration::from_secs(20));
+    n1.wait_ready_within(Duration::from_secs(20));
     let start = Instant::now();
-    bulk_put(&[n1.client()], "/big", 0..keys, 32);
+    bulk_put(&[n1.client.as_str()], "/big", 0..keys, 32);
     let wrote = start.elapsed();
     eprintln!(
         "wrote {keys} keys in {wrote:?} ({:.0}/s)",
         keys as f64 / wrote.as_secs_f64()
     );
-    let join = n1.node.peer.clone();
-    let mut n2 = Proc::prepare("node2", &[raft[0], raft[1], "-C", &join]);
+    let join = n1.peer.clone();
+    let mut n2 = member("node2")
+        .args(&[raft[0], raft[1], "-C", &join])
+        .prepare();
     n2.spawn();
-    let took = n2.wait_ready(Duration::from_secs(90));
+    let took = n2.wait_ready_within(Duration::from_secs(90));
     let cl = Cluster { p: vec![n1, n2] };
     let (body, conv) = cl.converge(&[0, 1], "/big", Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -1777,7 +1782,7 @@ fn new_member_joins_cluster_with_many_keys() {
         cl,
         before == after && after_leader == format!("200 {}", cl.p[leader].peer_url()),
         "two concurrent full listings per node (taking {took:?}, follower first) with writes going on disturbed the cluster: term {before} -> {after}, /v1/leader on the follower {after_leader:?} (leader was {}); {writes} writes, slowest {worst:?}, {} failed {:?}",
-        cl.p[leader].name(),
+        cl.p[leader].name,
         failed.len(),
         &failed[..failed.len().min(3)]
     );
@@ -1803,9 +1808,9 @@ fn removed_member_leaves_registry_and_exits_cleanly() {
         let v = parse(&cl.get(ask, "/v2/members")).unwrap();
         v["members"]
             .as_array()
-            .and_then(|a| a.iter().find(|m| m["name"] == cl.p[who].name()))
+            .and_then(|a| a.iter().find(|m| m["name"] == cl.p[who].name))
             .and_then(|m| m["id"].as_str())
-            .unwrap_or_else(|| fail!(cl, "{} not in {v}", cl.p[who].name()))
+            .unwrap_or_else(|| fail!(cl, "{} not in {v}", cl.p[who].name))
             .to_string()
     };
 
@@ -1826,14 +1831,14 @@ fn removed_member_leaves_registry_and_exits_cleanly() {
         cl,
         st.is_some(),
         "removed {} still running 10 s later",
-        cl.p[gone].name()
+        cl.p[gone].name
     );
     let st = st.unwrap();
     ensure!(
         cl,
         st.success(),
         "removed {} exited with {st:?}",
-        cl.p[gone].name()
+        cl.p[gone].name
     );
     eprintln!("removed follower exited {st:?} after {:?}", start.elapsed());
     ensure!(
@@ -1850,10 +1855,7 @@ fn removed_member_leaves_registry_and_exits_cleanly() {
     );
     let rest = [l, via];
     cl.wait_views(&rest, &rest, Duration::from_secs(10));
-    let r = cl.get(
-        via,
-        &format!("/v1/keys/_etcd/machines/{}", cl.p[gone].name()),
-    );
+    let r = cl.get(via, &format!("/v1/keys/_etcd/machines/{}", cl.p[gone].name));
     ensure!(
         cl,
         r.status == 404,
@@ -2011,7 +2013,7 @@ fn member_changes_through_a_follower_are_visible_there_at_once() {
         problems.is_empty(),
         "{} problems in {rounds} rounds of add/update/remove through follower {}:\n{}",
         problems.len(),
-        cl.p[f].name(),
+        cl.p[f].name,
         problems.join("\n")
     );
 }
@@ -2226,7 +2228,7 @@ fn stopped_peer_does_not_stall_the_majority() {
         })
         .collect();
     let (nl, took) = cl.leader(&rest, Duration::from_secs(5));
-    eprintln!("leader stopped: {} leads after {took:?}", cl.p[nl].name());
+    eprintln!("leader stopped: {} leads after {took:?}", cl.p[nl].name);
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let a = cl.addr(rest[i % 2]);
@@ -2248,7 +2250,7 @@ fn stopped_peer_does_not_stall_the_majority() {
     }
     eprintln!(
         "leader stopped: slowest request once {} led: {worst:?} ({:?} since SIGSTOP)",
-        cl.p[nl].name(),
+        cl.p[nl].name,
         stopped_at.elapsed()
     );
     for h in hung {
@@ -2270,7 +2272,7 @@ fn stopped_peer_does_not_stall_the_majority() {
     let l2 = cl.wait_views(&all, &all, Duration::from_secs(20));
     eprintln!(
         "old leader continued: converged after {conv:?}; leader {}",
-        cl.p[l2].name()
+        cl.p[l2].name
     );
 }
 
@@ -2330,15 +2332,15 @@ impl Drop for Forward {
 /// (the saved identity keeps only its name and advertised URLs), rejoins, and catches up.
 #[test]
 fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
-    let mut procs: Vec<Proc> = ["a", "b", "c"]
+    let mut procs: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| Proc::prepare(n, &[]))
+        .map(|n| member(n).prepare())
         .collect();
     let initial = initial_cluster(&procs);
     for p in procs.iter_mut().take(2) {
-        p.node.args = p.v2_args(&p.peer_url(), &initial, "new");
+        p.args = p.v2_args(&p.peer_url(), &initial, "new");
     }
-    // Member c advertises node.peer / node.client but listens on other ports.
+    // Member c advertises its peer / client addresses but listens on other ports.
     let real_peer = format!("127.0.0.1:{}", common::free_port());
     let real_client = format!("127.0.0.1:{}", common::free_port());
     let c = &mut procs[2];
@@ -2348,15 +2350,15 @@ fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
         .position(|a| a == "--listen-client-urls")
         .unwrap();
     args[at + 1] = format!("http://{real_client}");
-    c.node.args = args;
-    c.real_peer = real_peer.clone();
-    let _fwd_peer = Forward::start(&c.node.peer.clone(), &real_peer);
-    let _fwd_client = Forward::start(&c.node.client.clone(), &real_client);
+    c.args = args;
+    c.peer_listen = Some(real_peer.clone());
+    let _fwd_peer = Forward::start(&c.peer.clone(), &real_peer);
+    let _fwd_client = Forward::start(&c.client.clone(), &real_client);
     for p in procs.iter_mut() {
         p.spawn();
     }
     for p in procs.iter_mut() {
-        p.wait_ready(Duration::from_secs(30));
+        p.wait_ready_within(Duration::from_secs(30));
     }
     let mut cl = Cluster { p: procs };
     let all = [0, 1, 2];
@@ -2365,7 +2367,7 @@ fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
     ensure!(cl, r.status == 201, "write via c: {} {}", r.status, r.body);
 
     // Stop c, write while it is down, start it again with the same command line.
-    let st = cl.p[2].term();
+    let st = cl.p[2].stop_with("TERM", TERM_WAIT);
     ensure!(cl, st.success(), "c's exit status after SIGTERM: {st:?}");
     // (If c led, the others elect a new leader first.)
     for i in 0..5 {
@@ -2380,7 +2382,7 @@ fn member_listening_elsewhere_than_advertised_restarts_and_rejoins() {
         });
     }
     cl.p[2].spawn();
-    let took = cl.p[2].wait_ready(Duration::from_secs(30));
+    let took = cl.p[2].wait_ready_within(Duration::from_secs(30));
     eprintln!("c restarted behind its forwarders: ready after {took:?}");
     // It listens on its own listen ports, not on the advertised ones (held by the forwarders).
     let direct = common::get(&real_client, "/v2/keys/nat/during4?quorum=true");
@@ -2431,7 +2433,7 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["name"] != cl.p[s].name())
+        .filter(|m| m["name"] != cl.p[s].name)
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
     ensure!(cl, lost_ids.len() == 2, "members: {members}");
@@ -2465,16 +2467,16 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
     );
 
     // Restart the survivor with --force-new-cluster.
-    let st = cl.p[s].term();
+    let st = cl.p[s].stop_with("TERM", TERM_WAIT);
     ensure!(
         cl,
         st.success(),
         "survivor's exit status after SIGTERM: {st:?}"
     );
-    let plain_args = cl.p[s].node.args.clone();
-    cl.p[s].node.args.push("--force-new-cluster".into());
+    let plain_args = cl.p[s].args.clone();
+    cl.p[s].args.push("--force-new-cluster".into());
     cl.p[s].spawn();
-    let took = cl.p[s].wait_ready(Duration::from_secs(30));
+    let took = cl.p[s].wait_ready_within(Duration::from_secs(30));
     cl.wait_views(&[s], &[s], Duration::from_secs(20));
     eprintln!("forced a new cluster: ready after {took:?}");
     let (body, _) = cl.converge(&[s], "/", Duration::from_secs(10));
@@ -2483,8 +2485,7 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
     let m = parse(&r).unwrap();
     ensure!(
         cl,
-        m["members"].as_array().map(Vec::len) == Some(1)
-            && m["members"][0]["name"] == cl.p[s].name(),
+        m["members"].as_array().map(Vec::len) == Some(1) && m["members"][0]["name"] == cl.p[s].name,
         "members after forcing: {}",
         r.body
     );
@@ -2504,7 +2505,7 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
         r.status == 200
             && !lost.iter().any(|&i| r
                 .body
-                .contains(&format!("\"/_etcd/machines/{}\"", cl.p[i].name()))),
+                .contains(&format!("\"/_etcd/machines/{}\"", cl.p[i].name))),
         "registry after forcing: {}",
         r.body
     );
@@ -2518,11 +2519,11 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
     );
 
     // Grow again: two fresh members join through the survivor.
-    let peer = cl.p[s].node.peer.clone();
+    let peer = cl.p[s].peer.clone();
     for name in ["d", "e"] {
-        let mut p = Proc::prepare(name, &["-C", &peer]);
+        let mut p = member(name).args(&["-C", &peer]).prepare();
         p.spawn();
-        p.wait_ready(Duration::from_secs(30));
+        p.wait_ready_within(Duration::from_secs(30));
         cl.p.push(p);
     }
     let now = [s, 3, 4];
@@ -2535,18 +2536,18 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
             cl,
             r.status == 200 && parse(&r).unwrap()["node"]["value"] == "forced",
             "{}: {} {}",
-            cl.p[i].name(),
+            cl.p[i].name,
             r.status,
             r.body
         );
     }
 
     // A restart without the flag keeps the new cluster.
-    let st = cl.p[s].term();
+    let st = cl.p[s].stop_with("TERM", TERM_WAIT);
     ensure!(cl, st.success(), "exit status after SIGTERM: {st:?}");
-    cl.p[s].node.args = without_join(&plain_args);
+    cl.p[s].args = without_join(&plain_args);
     cl.p[s].spawn();
-    cl.p[s].wait_ready(Duration::from_secs(30));
+    cl.p[s].wait_ready_within(Duration::from_secs(30));
     cl.wait_views(&now, &now, Duration::from_secs(20));
     let r = cl.form(s, "PUT", "/v2/keys/dr/last", &[("value", "z")]);
     ensure!(
@@ -2562,13 +2563,13 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
 // discovery and proxy
 
 /// The 2.x flags of a member that bootstraps through `durl` (no `--initial-cluster`).
-fn discovery_args(p: &Proc, durl: &str, extra: &[&str]) -> Vec<String> {
+fn discovery_args(p: &Node, durl: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "-v",
         "--name",
-        p.name(),
+        &p.name,
         "--data-dir",
-        &p.data_dir(),
+        &p.data_dir().to_string_lossy(),
         "--listen-client-urls",
         &p.client_url(),
         "--advertise-client-urls",
@@ -2605,18 +2606,18 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
     assert_eq!(r.status, 201, "{}", r.body);
     let durl = format!("http://{}{token}", registry.client);
 
-    let mut procs: Vec<Proc> = ["d1", "d2", "d3"]
+    let mut procs: Vec<Node> = ["d1", "d2", "d3"]
         .iter()
-        .map(|n| Proc::prepare(n, &[]))
+        .map(|n| member(n).prepare())
         .collect();
     for p in procs.iter_mut() {
-        p.node.args = discovery_args(p, &durl, &[]);
+        p.args = discovery_args(p, &durl, &[]);
         p.spawn();
         // One after the other: the first ones wait for the rest.
         thread::sleep(Duration::from_millis(300));
     }
     for p in procs.iter_mut() {
-        p.wait_ready(Duration::from_secs(30));
+        p.wait_ready_within(Duration::from_secs(30));
     }
     let mut cl = Cluster { p: procs };
     let all = [0, 1, 2];
@@ -2643,8 +2644,8 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
     ensure!(cl, r.status == 201, "write: {} {}", r.status, r.body);
 
     // A fourth member finds the cluster full and stops.
-    let mut late = Proc::prepare("d4", &[]);
-    late.node.args = discovery_args(&late, &durl, &[]);
+    let mut late = member("d4").prepare();
+    late.args = discovery_args(&late, &durl, &[]);
     late.spawn();
     let st = late.wait_exit(Duration::from_secs(20));
     let log = late.tail(20);
@@ -2667,11 +2668,11 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
     );
 
     // With --discovery-fallback proxy it serves the cluster as a proxy instead.
-    let mut proxy = Proc::prepare("d5", &[]);
-    proxy.node.args = discovery_args(&proxy, &durl, &["--discovery-fallback", "proxy"]);
+    let mut proxy = member("d5").prepare();
+    proxy.args = discovery_args(&proxy, &durl, &["--discovery-fallback", "proxy"]);
     proxy.spawn();
-    proxy.wait_ready(Duration::from_secs(30));
-    let r = common::get(proxy.client(), "/v2/keys/disc/k?quorum=true");
+    proxy.wait_ready_within(Duration::from_secs(30));
+    let r = common::get(&proxy.client, "/v2/keys/disc/k?quorum=true");
     ensure!(
         cl,
         r.status == 200 && r.json()["node"]["value"] == "v",
@@ -2679,7 +2680,7 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
         r.status,
         r.body
     );
-    let r = common::put_form(proxy.client(), "/v2/keys/disc/p", &[("value", "via-proxy")]);
+    let r = common::put_form(&proxy.client, "/v2/keys/disc/p", &[("value", "via-proxy")]);
     ensure!(
         cl,
         r.status == 201,
@@ -2687,14 +2688,14 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
         r.status,
         r.body
     );
-    proxy.term();
+    proxy.stop_with("TERM", TERM_WAIT);
 
     // A restarted member has a log: it never asks the (now gone) discovery service.
     registry.stop();
-    let st = cl.p[0].term();
+    let st = cl.p[0].stop_with("TERM", TERM_WAIT);
     ensure!(cl, st.success(), "{st:?}");
     cl.p[0].spawn();
-    cl.p[0].wait_ready(Duration::from_secs(30));
+    cl.p[0].wait_ready_within(Duration::from_secs(30));
     cl.wait_views(&all, &all, Duration::from_secs(20));
     let r = cl.get(0, "/v2/keys/disc/p?quorum=true");
     ensure!(
@@ -2714,8 +2715,8 @@ fn discovery_bootstraps_three_members_and_refuses_a_fourth() {
 fn proxy_forwards_fails_over_and_streams_watches() {
     let mut cl = Cluster::v01(3, &[]);
     let initial = initial_cluster(&cl.p);
-    let mut proxy = Proc::prepare("proxy", &[]);
-    proxy.node.args = vec![
+    let mut proxy = member("proxy").prepare();
+    proxy.args = vec![
         "-v".into(),
         "--proxy".into(),
         "on".into(),
@@ -2727,8 +2728,8 @@ fn proxy_forwards_fails_over_and_streams_watches() {
         "1000".into(),
     ];
     proxy.spawn();
-    proxy.wait_ready(Duration::from_secs(20));
-    let pa = proxy.client().to_string();
+    proxy.wait_ready_within(Duration::from_secs(20));
+    let pa = proxy.client.clone();
 
     let r = common::put_form(&pa, "/v2/keys/px/a", &[("value", "1")]);
     ensure!(
@@ -2820,8 +2821,8 @@ fn proxy_forwards_fails_over_and_streams_watches() {
     ensure!(cl, seen == expected, "the watcher saw {seen:?}");
 
     // readonly: GET only.
-    let mut ro = Proc::prepare("ro", &[]);
-    ro.node.args = vec![
+    let mut ro = member("ro").prepare();
+    ro.args = vec![
         "--proxy".into(),
         "readonly".into(),
         "--listen-client-urls".into(),
@@ -2830,8 +2831,8 @@ fn proxy_forwards_fails_over_and_streams_watches() {
         initial,
     ];
     ro.spawn();
-    ro.wait_ready(Duration::from_secs(20));
-    let r = common::put_form(ro.client(), "/v2/keys/px/ro", &[("value", "x")]);
+    ro.wait_ready_within(Duration::from_secs(20));
+    let r = common::put_form(&ro.client, "/v2/keys/px/ro", &[("value", "x")]);
     ensure!(
         cl,
         r.status == 501 && r.body.is_empty(),
@@ -2839,7 +2840,7 @@ fn proxy_forwards_fails_over_and_streams_watches() {
         r.status,
         r.body
     );
-    let r = common::get(ro.client(), "/v2/keys/px/a");
+    let r = common::get(&ro.client, "/v2/keys/px/a");
     ensure!(
         cl,
         r.status == 200,
@@ -2850,7 +2851,7 @@ fn proxy_forwards_fails_over_and_streams_watches() {
 
     // No member left: 502 for the request that finds them all down, then 503.
     for p in cl.p.iter_mut() {
-        if p.running() {
+        if p.is_running() {
             p.kill9();
         }
     }
@@ -2873,6 +2874,6 @@ fn proxy_forwards_fails_over_and_streams_watches() {
         r.status,
         r.body
     );
-    proxy.term();
-    ro.term();
+    proxy.stop_with("TERM", TERM_WAIT);
+    ro.stop_with("TERM", TERM_WAIT);
 }

@@ -15,8 +15,9 @@ use common::{cluster as cluster_common, proxy};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Acks, Load, Nodes, Proc, REQ, call_t, initial_cluster, leaves};
-use common::{form_encode, free_port, probe_ready};
+use cluster_common::{Acks, Load, Nodes, REQ, call_t, initial_cluster, leaves, member};
+use common::Node;
+use common::{form_encode, probe_ready};
 use proxy::Net;
 
 // ---------------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ use proxy::Net;
 /// Three nodes behind proxies. Dropped in field order: the processes first, then the
 /// proxies.
 struct Cluster {
-    p: Vec<Proc>,
+    p: Vec<Node>,
     net: Net,
 }
 
@@ -33,7 +34,7 @@ impl Nodes for Cluster {
     const LEADER_TIMEOUT: Duration = Duration::from_secs(3);
     const LISTING_TIMEOUT: Duration = REQ;
 
-    fn procs(&self) -> &[Proc] {
+    fn nodes(&self) -> &[Node] {
         &self.p
     }
 
@@ -56,29 +57,24 @@ const ALL: [usize; 3] = [0, 1, 2];
 
 impl Cluster {
     fn start(style: Style) -> Cluster {
-        // Each node advertises its proxy (`node.peer`) and listens on `real_peer`.
-        let mut p: Vec<Proc> = (1..=3)
-            .map(|i| {
-                let real_peer = format!("127.0.0.1:{}", free_port());
-                let mut x = Proc::prepare(&format!("n{i}"), &["-peer-bind-addr", &real_peer]);
-                x.real_peer = real_peer;
-                x
-            })
+        // Each node advertises its proxy (`peer`) and listens on another port.
+        let mut p: Vec<Node> = (1..=3)
+            .map(|i| member(&format!("n{i}")).behind_proxy().prepare())
             .collect();
         let initial = initial_cluster(&p);
-        let first_proxy = p[0].node.peer.clone();
+        let first_proxy = p[0].peer.clone();
         for (i, x) in p.iter_mut().enumerate() {
             match style {
                 Style::V2 => {
-                    x.node.args = x.v2_args(&format!("http://{}", x.real_peer), &initial, "new");
+                    x.args = x.v2_args(&format!("http://{}", x.listen_peer()), &initial, "new");
                 }
-                Style::V01 if i > 0 => x.node.args.extend(["-C".into(), first_proxy.clone()]),
+                Style::V01 if i > 0 => x.args.extend(["-C".into(), first_proxy.clone()]),
                 Style::V01 => {}
             }
         }
         let pairs: Vec<(String, String)> = p
             .iter()
-            .map(|x| (x.node.peer.clone(), x.real_peer.clone()))
+            .map(|x| (x.peer.clone(), x.listen_peer().to_string()))
             .collect();
         let net = Net::start(&pairs);
         let mut cl = Cluster { p, net };
@@ -112,7 +108,7 @@ impl Cluster {
     fn wait_ready(&self, i: usize) {
         self.poll(
             Duration::from_secs(30),
-            &format!("{} to be ready", self.p[i].name()),
+            &format!("{} to be ready", self.p[i].name),
             || probe_ready(self.addr(i), Duration::from_secs(3)),
         );
     }
@@ -128,13 +124,13 @@ impl Cluster {
             &body,
             within,
         )
-        .unwrap_or_else(|e| fail!(self, "write {key} via {}: {e}", self.p[i].name()));
+        .unwrap_or_else(|e| fail!(self, "write {key} via {}: {e}", self.p[i].name));
         let took = start.elapsed();
         ensure!(
             self,
             r.status == 200 || r.status == 201,
             "write {key} via {}: {} {}",
-            self.p[i].name(),
+            self.p[i].name,
             r.status,
             r.body
         );
@@ -151,7 +147,7 @@ impl Cluster {
                     self,
                     r.status == 404,
                     "{k}, written only to the cut-off node (and refused with 300), shows up on {}: {} {}",
-                    self.p[i].name(),
+                    self.p[i].name,
                     r.status,
                     r.body
                 );
@@ -187,7 +183,7 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
     }
     eprintln!(
         "{} cut off: 20 majority writes, slowest {worst:?}",
-        cl.p[f].name()
+        cl.p[f].name
     );
     let t1 = cl.expect_300(
         f,
@@ -257,7 +253,7 @@ fn cut_off_follower_cannot_commit_and_converges_after_heal() {
     eprintln!(
         "healed after {:?} cut: converged in {took:?}, leader {}, {} keys; {}",
         healed.duration_since(cut_at),
-        cl.p[l2].name(),
+        cl.p[l2].name,
         have.len(),
         cl.net.stats()
     );
@@ -285,8 +281,7 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
     );
     eprintln!(
         "leader {} cut off: {} elected after {took:?}",
-        cl.p[old].name(),
-        cl.p[new].name()
+        cl.p[old].name, cl.p[new].name
     );
     let mut worst = Duration::ZERO;
     for i in 0..20 {
@@ -329,7 +324,7 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
         cl,
         l2 != old,
         "after healing, the old leader {} leads again (it lacks committed entries)",
-        cl.p[old].name()
+        cl.p[old].name
     );
     let (_, conv) = cl.converge(&ALL, "/", Duration::from_secs(30));
     let r =
@@ -346,7 +341,7 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
     cl.write_ok(old, "/pl/after", "a", REQ);
     eprintln!(
         "healed: all follow {} after {took:?}, converged {conv:?} later; {}",
-        cl.p[l2].name(),
+        cl.p[l2].name,
         cl.net.stats()
     );
 }
@@ -383,7 +378,7 @@ fn flapping_partitions_lose_no_acknowledged_write() {
         let heal_ms = 200 + rnd(800);
         plan.push(format!(
             "cut {} {cut_ms}ms, heal {heal_ms}ms",
-            cl.p[victim].name()
+            cl.p[victim].name
         ));
         cl.net.cut(victim);
         thread::sleep(Duration::from_millis(cut_ms));

@@ -1032,29 +1032,11 @@ fn fill(path: &std::path::Path) -> u64 {
 
 /// A node whose data dir is on `mnt`; its stderr log stays on the ordinary temp dir.
 fn node_on(mnt: &std::path::Path, extra: &[&str]) -> Node {
-    for _ in 0..5 {
-        let mut n = Node::prepare("node0", extra);
-        let d = n.args.iter().position(|a| a == "-d").expect("-d") + 1;
-        n.args[d] = mnt.join("data").to_string_lossy().into_owned();
-        n.spawn();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if !n.is_running() {
-                break;
-            }
-            if probe_ready(&n.client, Duration::from_secs(2)).is_ok() {
-                return n;
-            }
-            assert!(Instant::now() < deadline, "not ready: {}", n.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            n.stderr().contains("Address already in use"),
-            "node exited at start: {}",
-            n.stderr()
-        );
-    }
-    panic!("ports kept clashing");
+    Node::build("node0")
+        .args(extra)
+        .data_dir(&mnt.join("data"))
+        .ready_within(Duration::from_secs(30))
+        .start()
 }
 
 fn put_value(addr: &str, key: &str, value: &str) -> Result<Resp, String> {
@@ -1123,7 +1105,7 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
     );
 
     // The node stops by itself, with code 1 and one line naming the cause.
-    let status = n.wait_exit(Duration::from_secs(30));
+    let status = n.expect_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", n.stderr());
     // The one line the process ends with (log lines of stopping tasks may follow it).
     let log = strip_ansi(&n.stderr());
@@ -1291,7 +1273,7 @@ fn a_full_disk_at_a_snapshot_stops_the_node_and_loses_nothing_acknowledged() {
         n.stderr()
     );
     assert!(!acked.is_empty());
-    let status = n.wait_exit(Duration::from_secs(30));
+    let status = n.expect_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", n.stderr());
     // The one line the process ends with (log lines of stopping tasks may follow it).
     let log = strip_ansi(&n.stderr());
@@ -1327,12 +1309,12 @@ fn the_limit_flags_are_checked_and_read_from_the_environment() {
         ("--client-write-timeout", "1.5", "parse error"),
         ("--max-connections", "many", "parse error"),
     ] {
-        let out = std::process::Command::new(BIN)
-            .args([flag, value])
-            .output()
-            .expect("run etcd");
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = Node::command(&[flag.to_string(), value.to_string()])
+            .capture_output()
+            .spawn()
+            .finish(Duration::from_secs(10));
+        assert_eq!(out.code, Some(2), "{flag} {value}: {}", out.stderr);
+        let err = out.stderr;
         assert_eq!(
             err.lines().next(),
             Some(format!("etcd: invalid value {value:?} for flag {flag}: {why}").as_str()),
@@ -1341,20 +1323,9 @@ fn the_limit_flags_are_checked_and_read_from_the_environment() {
     }
 
     // ETCD_MAX_REQUEST_BYTES=2048 in place of the flag.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let n = Node::prepare("node0", &[]);
-    let _child = Kill(spawn_logged(
-        &n.args,
-        &n.stderr_path(),
-        &[("ETCD_MAX_REQUEST_BYTES", "2048")],
-    ));
-    n.wait_ready();
+    let n = Node::build("node0")
+        .env("ETCD_MAX_REQUEST_BYTES", "2048")
+        .start();
     let body = format!("value={}", "e".repeat(2048));
     let r = request(
         &n.client,

@@ -59,23 +59,6 @@ fn field_str<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     v.get(name).and_then(|x| x.as_str())
 }
 
-fn wait_ready(node: &Node, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Answer::Http(200, _) = call(
-            &node.client,
-            "GET",
-            "/v1/keys/",
-            None,
-            Duration::from_secs(2),
-        ) {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 // ---------------------------------------------------------------------------------------
 // the ledger of what was written
 
@@ -715,7 +698,7 @@ fn restart_gated(
         }
         thread::sleep(Duration::from_millis(10));
     }
-    let ready = wait_ready(node, Duration::from_secs(15));
+    let ready = node.poll_ready(Duration::from_secs(15)).is_ok();
     // Keep hammering a little after the node is ready.
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -817,11 +800,7 @@ fn acknowledged_writes_survive_repeated_kill9() {
     let mut rng = Rng::from_env("PERSIST_SEED", "kill9 cycles");
     let mut node = Node::prepare("p0", &[]);
     node.spawn();
-    assert!(
-        wait_ready(&node, Duration::from_secs(15)),
-        "not ready: {}",
-        node.stderr()
-    );
+    node.wait_ready();
     let mut ledger = Ledger::default();
     let groups = ledger.add_groups("/p", 32, 20);
     let mut violations = Vec::new();
@@ -865,11 +844,7 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
     let mut rng = Rng::from_env("PERSIST_SEED", "snapshots");
     let mut node = Node::prepare("s0", &["-snapshotCount", "200"]);
     node.spawn();
-    assert!(
-        wait_ready(&node, Duration::from_secs(15)),
-        "not ready: {}",
-        node.stderr()
-    );
+    node.wait_ready();
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
 

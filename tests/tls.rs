@@ -877,30 +877,16 @@ fn peer_flags(identity: &str) -> Vec<String> {
 /// Spawn `etcd` with `args` and wait (bounded) for it to exit; returns (exit code, stderr),
 /// or an error (with the stderr so far) when it is still running at `limit` (then killed).
 fn run_until_exit(args: &[String], limit: Duration) -> Result<(Option<i32>, String), String> {
-    let started = Instant::now();
-    let mut child = Node::spawn_raw(args);
-    let mut stderr_pipe = child.stderr.take().expect("stderr pipe");
-    // Drain stderr on a thread so that a chatty process can never block on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr_pipe.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = reader.join().unwrap_or_default();
-            return Err(format!(
+    let mut p = Node::command(args).capture_output().spawn();
+    match p.wait_exit(limit) {
+        Some(status) => Ok((status.code(), p.finish(Duration::ZERO).stderr)),
+        None => {
+            let stderr = p.finish(Duration::ZERO).stderr;
+            Err(format!(
                 "etcd {args:?} still running after {limit:?} (killed); stderr:\n{stderr}"
-            ));
+            ))
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok((status.code(), reader.join().unwrap_or_default()))
+    }
 }
 
 /// GET /v2/members (plain HTTP client port) as (name, peerURLs, clientURLs), sorted by name.

@@ -1,8 +1,8 @@
-//! Process and cluster scaffolding shared by `tests/cluster.rs` and `tests/cluster_faults.rs`:
-//! [`Proc`] (one `etcd` process with its own child handle and log tail), the `fail!` /
+//! Cluster scaffolding shared by `tests/cluster.rs`, `tests/cluster_faults.rs` and
+//! `tests/chaos.rs`: [`member`] (a [`Node`] as a cluster member), the `fail!` /
 //! `ensure!` macros that attach every node's log to a failure, and the [`Nodes`] trait
 //! (polling, leader agreement, convergence, expected error 300) that each test's `Cluster`
-//! implements.
+//! implements, and a write load ([`Load`]).
 //!
 //! `common::cluster`; its `ensure!`/`fail!` reach a test crate that declares
 //! `#[macro_use] mod common;`. Each crate uses a different part of it, hence the
@@ -10,13 +10,13 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Node, Resp, form_encode, probe_ready, request_timeout, spawn_logged};
+use crate::common::node::NodeBuilder;
+use crate::common::{Node, Resp, form_encode, request_timeout};
 
 /// Timeout of one ordinary request made by these tests.
 pub const REQ: Duration = Duration::from_secs(10);
@@ -44,215 +44,22 @@ macro_rules! ensure {
 }
 
 // ---------------------------------------------------------------------------------------
-// processes
+// members
 
-/// One `etcd` process. The harness' `Node` provides the temp dir, ports, args and stderr
-/// log; the child is kept here so a test can see how (and whether) the process exited on
-/// its own (removal, `-maxsize`).
-pub struct Proc {
-    pub node: Node,
-    /// Where the node really listens for peers: `node.peer` unless that (the advertised
-    /// address) is a proxy.
-    pub real_peer: String,
-    child: Option<Child>,
+/// A cluster member to build: the harness flags plus `-v` (so its log explains what it did),
+/// `NO_COLOR=1`; e.g. `member("node1").args(&["-C", peer]).prepare()`.
+pub fn member(name: &str) -> NodeBuilder {
+    Node::build(name).arg("-v").env("NO_COLOR", "1")
 }
 
-impl Proc {
-    /// A v0.1-style node (`-n NAME -d DIR/NAME -c C -s P -v` + extra), not started.
-    pub fn prepare(name: &str, extra: &[&str]) -> Proc {
-        let mut all = vec!["-v"];
-        all.extend_from_slice(extra);
-        let node = Node::prepare(name, &all);
-        Proc {
-            real_peer: node.peer.clone(),
-            node,
-            child: None,
-        }
-    }
+/// How long a member may take to exit after SIGTERM.
+pub const TERM_WAIT: Duration = Duration::from_secs(15);
 
-    pub fn name(&self) -> &str {
-        &self.node.name
-    }
-
-    pub fn client(&self) -> &str {
-        &self.node.client
-    }
-
-    pub fn client_url(&self) -> String {
-        format!("http://{}", self.node.client)
-    }
-
-    /// The advertised peer URL.
-    pub fn peer_url(&self) -> String {
-        format!("http://{}", self.node.peer)
-    }
-
-    pub fn data_dir(&self) -> String {
-        self.node
-            .dir
-            .join(&self.node.name)
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    /// The 2.x flags (`-v`, `--name`, `--data-dir`, client URLs, peer URLs listening on
-    /// `listen_peer_url`, `--initial-cluster`, `--initial-cluster-state`).
-    pub fn v2_args(&self, listen_peer_url: &str, initial: &str, state: &str) -> Vec<String> {
-        vec![
-            "-v".into(),
-            "--name".into(),
-            self.node.name.clone(),
-            "--data-dir".into(),
-            self.data_dir(),
-            "--listen-client-urls".into(),
-            self.client_url(),
-            "--advertise-client-urls".into(),
-            self.client_url(),
-            "--listen-peer-urls".into(),
-            listen_peer_url.into(),
-            "--initial-advertise-peer-urls".into(),
-            self.peer_url(),
-            "--initial-cluster".into(),
-            initial.into(),
-            "--initial-cluster-state".into(),
-            state.into(),
-        ]
-    }
-
-    /// Spawn with `node.args` (stderr appended to the node's log, `NO_COLOR=1`), no waiting.
-    pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.name());
-        self.child = Some(spawn_logged(
-            &self.node.args,
-            &self.node.stderr_path(),
-            &[("NO_COLOR", "1")],
-        ));
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is not running", self.name()))
-            .id()
-    }
-
-    /// `kill -SIG pid`.
-    pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -{sig} {} failed", self.pid());
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The exit status once the process has exited on its own, waiting up to `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let c = self.child.as_mut()?;
-            if let Some(st) = c.try_wait().expect("try_wait") {
-                self.child = None;
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM and wait (bounded) for the exit.
-    pub fn term(&mut self) -> ExitStatus {
-        self.signal("TERM");
-        match self.wait_exit(Duration::from_secs(15)) {
-            Some(st) => st,
-            None => panic!(
-                "{} did not exit within 15 s of SIGTERM\n{}",
-                self.name(),
-                self.tail(40)
-            ),
-        }
-    }
-
-    pub fn running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => c.try_wait().ok().flatten().is_none(),
-            None => false,
-        }
-    }
-
-    /// Poll GET /v1/keys/ until 200 (bounded); returns how long it took.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            if probe_ready(self.client(), Duration::from_secs(3)).is_ok() {
-                return start.elapsed();
-            }
-            if !self.running() {
-                panic!(
-                    "{} exited while starting (args {:?})\n{}",
-                    self.name(),
-                    self.node.args,
-                    self.tail(60)
-                );
-            }
-            if start.elapsed() >= timeout {
-                panic!(
-                    "{} not ready after {:?} (args {:?})\n{}",
-                    self.name(),
-                    start.elapsed(),
-                    self.node.args,
-                    self.tail(60)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The last `n` lines of the node's stderr.
-    pub fn tail(&self, n: usize) -> String {
-        let all = crate::common::strip_ansi(&self.node.stderr());
-        let lines: Vec<&str> = all.lines().collect();
-        let from = lines.len().saturating_sub(n);
-        let addrs = if self.real_peer == self.node.peer {
-            format!("{} / {}", self.client(), self.node.peer)
-        } else {
-            format!(
-                "client {}, peer {} via proxy {}",
-                self.client(),
-                self.real_peer,
-                self.node.peer
-            )
-        };
-        format!(
-            "--- {} ({addrs}) stderr, last {} of {} lines:\n{}",
-            self.name(),
-            lines.len() - from,
-            lines.len(),
-            lines[from..].join("\n")
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGKILL also ends a SIGSTOPped process.
-        self.kill9();
-    }
-}
-
-/// `NAME=PEER_URL,...` of `procs`, for `--initial-cluster`.
-pub fn initial_cluster(procs: &[Proc]) -> String {
-    procs
+/// `NAME=PEER_URL,...` of `nodes`, for `--initial-cluster`.
+pub fn initial_cluster(nodes: &[Node]) -> String {
+    nodes
         .iter()
-        .map(|p| format!("{}={}", p.name(), p.peer_url()))
+        .map(|p| format!("{}={}", p.name, p.peer_url()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -268,7 +75,7 @@ pub trait Nodes {
     /// Timeout of one full listing while polling for the nodes to converge.
     const LISTING_TIMEOUT: Duration;
 
-    fn procs(&self) -> &[Proc];
+    fn nodes(&self) -> &[Node];
 
     /// Something to add to the report after the nodes' logs.
     fn report(&self) -> Option<String> {
@@ -277,18 +84,18 @@ pub trait Nodes {
 
     /// The tail of every node's log (and the report), for a failure message.
     fn logs(&self) -> String {
-        let mut s: Vec<String> = self.procs().iter().map(|p| p.tail(40)).collect();
+        let mut s: Vec<String> = self.nodes().iter().map(|p| p.tail(40)).collect();
         s.extend(self.report());
         s.join("\n\n")
     }
 
     fn addr(&self, i: usize) -> &str {
-        self.procs()[i].client()
+        &self.nodes()[i].client
     }
 
     /// The node whose advertised peer URL is `url`.
     fn by_peer_url(&self, url: &str) -> Option<usize> {
-        self.procs().iter().position(|p| p.peer_url() == url)
+        self.nodes().iter().position(|p| p.peer_url() == url)
     }
 
     /// Poll `f` (every 20 ms) until Ok, up to `timeout`; panics with the last error, the
@@ -318,7 +125,7 @@ pub trait Nodes {
 
     /// Poll until every node of `ask` names the same leader, one of `ask`; returns it.
     fn leader(&self, ask: &[usize], timeout: Duration) -> (usize, Duration) {
-        let procs = self.procs();
+        let nodes = self.nodes();
         self.poll(timeout, "a leader the nodes agree on", || {
             let mut seen: Option<String> = None;
             for &i in ask {
@@ -326,9 +133,7 @@ pub trait Nodes {
                 if r.status != 200 {
                     return Err(format!(
                         "{}: /v1/leader {} {}",
-                        procs[i].name(),
-                        r.status,
-                        r.body
+                        nodes[i].name, r.status, r.body
                     ));
                 }
                 if let Some(s) = &seen
@@ -336,8 +141,7 @@ pub trait Nodes {
                 {
                     return Err(format!(
                         "leaders differ: {s} vs {} ({})",
-                        r.body,
-                        procs[i].name()
+                        r.body, nodes[i].name
                     ));
                 }
                 seen = Some(r.body);
@@ -353,7 +157,7 @@ pub trait Nodes {
     /// Poll until the full sorted recursive listing of `path` is the same on every node of
     /// `ask`; returns it (and the time it took).
     fn converge(&self, ask: &[usize], path: &str, timeout: Duration) -> (String, Duration) {
-        let procs = self.procs();
+        let nodes = self.nodes();
         self.poll(timeout, &format!("{path} to be the same on every node"), || {
             let mut bodies = Vec::new();
             for &i in ask {
@@ -364,8 +168,8 @@ pub trait Nodes {
                 if b != b0 {
                     return Err(format!(
                         "{} and {} differ ({} vs {} bytes), first difference at byte {}: {:?} vs {:?}",
-                        procs[*i0].name(),
-                        procs[*i].name(),
+                        nodes[*i0].name,
+                        nodes[*i].name,
                         b0.len(),
                         b.len(),
                         first_diff(b0, b),
@@ -381,7 +185,7 @@ pub trait Nodes {
     /// A request to node `i` that must fail with error 300 (HTTP 500) within 10 s (it is
     /// given 15 s); returns how long it took.
     fn expect_300(&self, i: usize, what: &str, method: &str, path: &str, body: &str) -> Duration {
-        let name = self.procs()[i].name();
+        let name = &self.nodes()[i].name;
         let start = Instant::now();
         let r = call_t(self.addr(i), method, path, body, Duration::from_secs(15))
             .unwrap_or_else(|e| fail!(self, "{what} on {name}: {e} (after {:?})", start.elapsed()));

@@ -2,8 +2,10 @@
 //! to them. Every test crate declares it (`mod common;`, with `#[macro_use]` for the
 //! cluster assertions) and takes what it needs:
 //!
-//! * here: one node ([`Node`]), raw requests, readiness;
-//! * [`cluster`]: processes of a cluster, waits on their views, a write load, `ensure!`;
+//! * here: raw requests, readiness;
+//! * [`node`]: the one process wrapper ([`Node`]): harness nodes, cluster members and exact
+//!   command lines, with their logs or captured output, signals and exit statuses;
+//! * [`cluster`]: members of a cluster, waits on their views, `ensure!`;
 //! * [`proxy`]: TCP proxies between members, for partitions;
 //! * [`checker`]: the linearizability checker of the chaos tests;
 //! * [`rng`]: the replayable random generator.
@@ -12,14 +14,14 @@
 pub mod checker;
 #[macro_use]
 pub mod cluster;
+pub mod node;
 pub mod proxy;
 pub mod rng;
 
-use std::fs::OpenOptions;
+pub use node::Node;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_etcd");
@@ -328,250 +330,6 @@ pub fn probe_ready(addr: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Spawn BIN with `args` and `env`, stdin and stdout null, stderr appended to `log`.
-pub fn spawn_logged(args: &[String], log: &Path, env: &[(&str, &str)]) -> Child {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open stderr log");
-    Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn etcd")
-}
-
-/// A running (or stopped) server process with its own data dir and ports.
-pub struct Node {
-    pub name: String,
-    /// The parent temp directory; the data dir is `dir/NAME`.
-    pub dir: PathBuf,
-    /// `127.0.0.1:port` of the client API.
-    pub client: String,
-    /// `127.0.0.1:port` of the peer API.
-    pub peer: String,
-    /// Arguments the process is started with (without the program name).
-    pub args: Vec<String>,
-    child: Option<Child>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Node {
-    /// Fresh temp dir, free ports, `-n NAME -d DIR/NAME -c CLIENT -s PEER`; waits until ready.
-    pub fn start(name: &str) -> Node {
-        Node::start_args(name, &[])
-    }
-
-    /// Like `start`, with extra arguments appended.
-    pub fn start_args(name: &str, extra: &[&str]) -> Node {
-        // A port found free can be taken by someone else before the server binds it; the
-        // server then exits at once saying so, and we try again with other ports.
-        for _ in 0..5 {
-            let mut n = Node::prepare(name, extra);
-            n.spawn();
-            if n.ready_unless_port_clash() {
-                return n;
-            }
-        }
-        panic!("node {name}: ports kept clashing over 5 attempts");
-    }
-
-    /// Wait until ready (true), or until the process exits because a port was taken (false);
-    /// any other failure panics as `wait_ready` does.
-    fn ready_unless_port_clash(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                if self.stderr().contains("Address already in use") {
-                    self.child = None;
-                    return false;
-                }
-                break;
-            }
-            if probe_ready(&self.client, Duration::from_secs(2)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.wait_ready();
-        true
-    }
-
-    /// Build a node (temp dir, ports, args) without starting it.
-    pub fn prepare(name: &str, extra: &[&str]) -> Node {
-        let tmp = tempfile::Builder::new()
-            .prefix("etcd-test-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let client = format!("127.0.0.1:{}", free_port());
-        let mut peer = format!("127.0.0.1:{}", free_port());
-        while peer == client {
-            peer = format!("127.0.0.1:{}", free_port());
-        }
-        let data = dir.join(name);
-        let mut args: Vec<String> = vec![
-            "-n".into(),
-            name.into(),
-            "-d".into(),
-            data.to_string_lossy().into_owned(),
-            "-c".into(),
-            client.clone(),
-            "-s".into(),
-            peer.clone(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Node {
-            name: name.to_string(),
-            dir,
-            client,
-            peer,
-            args,
-            child: None,
-            _tmp: Some(tmp),
-        }
-    }
-
-    /// Path of the file collecting the server's stderr (appended across restarts).
-    pub fn stderr_path(&self) -> PathBuf {
-        self.dir.join("stderr.log")
-    }
-
-    /// Contents of the server's stderr log so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
-    }
-
-    /// Spawn the process with `self.args` (stderr appended to `stderr_path`), no waiting.
-    pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "node {} already running", self.name);
-        self.child = Some(spawn_logged(&self.args, &self.stderr_path(), &[]));
-    }
-
-    /// Just spawn BIN with args (stdout/stderr piped), no waiting.
-    pub fn spawn_raw(args: &[String]) -> Child {
-        Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcd")
-    }
-
-    /// Poll (every 20 ms, up to 15 s) until GET /v1/keys/ answers 200; panics with the
-    /// server's stderr otherwise (or when the process exits early).
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if probe_ready(&self.client, Duration::from_secs(2)).is_ok() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "node {} ({}) not ready after 15 s; stderr:\n{}",
-                    self.name,
-                    self.client,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `http://CLIENT` + path.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.client, path)
-    }
-
-    /// `http://PEER` + path.
-    pub fn peer_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.peer, path)
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM (via `kill -TERM pid`) and wait up to 10 s for the exit (then panic).
-    pub fn stop(&mut self) -> ExitStatus {
-        let pid = self.pid();
-        let st = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
-        self.wait_exit(Duration::from_secs(10))
-    }
-
-    /// Spawn again with the same args and data dir, then wait_ready.
-    pub fn restart(&mut self) {
-        self.spawn();
-        self.wait_ready();
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("node {} not running", self.name))
-            .id()
-    }
-
-    /// Wait up to `timeout` for the process to exit by itself and reap it; panics (after a
-    /// SIGKILL) when it is still running then.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut c = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("node {} not running", self.name));
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = c.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "node {} still running {timeout:?} later; stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether the child process is still there (not exited).
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => c.try_wait().ok().flatten().is_none(),
-            None => false,
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A JSON string literal the way Go's encoding/json writes it: like serde_json, plus `<`,
-/// `>`, `&`, U+2028 and U+2029 escaped as `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`.
 /// Remove ANSI colour sequences (server logs written to a terminal).
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -591,6 +349,8 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A JSON string literal the way Go's encoding/json writes it: like serde_json, plus `<`,
+/// `>`, `&`, U+2028 and U+2029 escaped as `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`.
 pub fn go_json_string(s: &str) -> String {
     serde_json::to_string(s)
         .expect("serialize string")
