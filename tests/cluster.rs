@@ -22,9 +22,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    Acks, Load, Nodes, REQ, TERM_WAIT, call, call_t, initial_cluster, leaves, listing, member,
+    Nodes, REQ, TERM_WAIT, call, call_t, initial_cluster, leaves, listing, member,
 };
 use common::Node;
+use common::load::{Load, LoadSpec};
 use common::{Resp, form_encode};
 
 // ---------------------------------------------------------------------------------------
@@ -1295,7 +1296,7 @@ fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]
 /// agree and hold every acknowledged write; returns those writes.
 fn finish_load(cl: &Cluster, load: Load, survivors: &[usize]) -> Vec<(String, String)> {
     thread::sleep(Duration::from_millis(500));
-    let acked = load.finish();
+    let acked = cl.acked_writes(load);
     ensure!(
         cl,
         acked.len() > 20,
@@ -1315,13 +1316,12 @@ fn leader_crash_elects_new_leader_and_loses_nothing() {
     let old = cl.leader(&[0, 1, 2], Duration::from_secs(10)).0;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
-    let load = Load::start(
-        &addrs,
-        "/load",
-        Duration::from_millis(5),
-        Duration::from_millis(20),
-        Acks::Check,
-    );
+    let load = Load::start(LoadSpec {
+        pause: Duration::from_millis(5),
+        after_refusal: Duration::from_millis(20),
+        after_no_answer: Duration::from_millis(20),
+        ..LoadSpec::new("/load", &addrs)
+    });
     thread::sleep(Duration::from_millis(700));
     cl.p[old].kill9();
     let killed = Instant::now();
@@ -1381,13 +1381,12 @@ fn five_members_survive_losing_two() {
     let other = (0..5).find(|&i| i != old).unwrap();
     let survivors: Vec<usize> = (0..5).filter(|&i| i != old && i != other).collect();
     let addrs: Vec<String> = all.iter().map(|&i| cl.addr(i).to_string()).collect();
-    let load = Load::start(
-        &addrs,
-        "/five",
-        Duration::from_millis(5),
-        Duration::from_millis(20),
-        Acks::Check,
-    );
+    let load = Load::start(LoadSpec {
+        pause: Duration::from_millis(5),
+        after_refusal: Duration::from_millis(20),
+        after_no_answer: Duration::from_millis(20),
+        ..LoadSpec::new("/five", &addrs)
+    });
     thread::sleep(Duration::from_millis(700));
     cl.p[other].kill9();
     cl.p[old].kill9();
@@ -2438,20 +2437,19 @@ fn force_new_cluster_recovers_from_lost_quorum_and_grows_again() {
         .collect();
     ensure!(cl, lost_ids.len() == 2, "members: {members}");
     let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
-    let load = Load::start(
-        &addrs,
-        "/dr",
-        Duration::from_millis(2),
-        Duration::from_millis(20),
-        Acks::Check,
-    );
+    let load = Load::start(LoadSpec {
+        pause: Duration::from_millis(2),
+        after_refusal: Duration::from_millis(20),
+        after_no_answer: Duration::from_millis(20),
+        ..LoadSpec::new("/dr", &addrs)
+    });
     thread::sleep(Duration::from_millis(1500));
     // Both others die at once, mid-load: quorum is gone for good.
     for &i in &lost {
         cl.p[i].kill9();
     }
     thread::sleep(Duration::from_millis(300));
-    let acked = load.finish();
+    let acked = cl.acked_writes(load);
     ensure!(
         cl,
         acked.len() > 50,

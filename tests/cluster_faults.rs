@@ -15,8 +15,9 @@ use common::{cluster as cluster_common, proxy};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Acks, Load, Nodes, REQ, call_t, initial_cluster, leaves, member};
+use cluster_common::{Nodes, REQ, call_t, initial_cluster, leaves, member};
 use common::Node;
+use common::load::{Acks, Load, LoadSpec};
 use common::{form_encode, probe_ready};
 use proxy::Net;
 
@@ -352,13 +353,11 @@ fn cut_off_leader_is_replaced_and_steps_down_after_heal() {
 fn flapping_partitions_lose_no_acknowledged_write() {
     let cl = Cluster::start(Style::V2);
     let addrs: Vec<String> = (0..3).map(|i| cl.addr(i).to_string()).collect();
-    let load = Load::start(
-        &addrs,
-        "/flap",
-        Duration::from_millis(10),
-        Duration::ZERO,
-        Acks::Trust,
-    );
+    let load = Load::start(LoadSpec {
+        pause: Duration::from_millis(10),
+        acks: Acks::Trust,
+        ..LoadSpec::new("/flap", &addrs)
+    });
     let mut seed = 0x9e37_79b9_7f4a_7c15u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -387,7 +386,7 @@ fn flapping_partitions_lose_no_acknowledged_write() {
     }
     // Let the writers see a healthy cluster again for a moment.
     thread::sleep(Duration::from_millis(500));
-    let acked = load.finish();
+    let acked = cl.acked_writes(load);
     let (body, took) = cl.converge(&ALL, "/", Duration::from_secs(30));
     let have = leaves(&body).unwrap_or_else(|e| fail!(cl, "{e}"));
     let lost: Vec<&(String, String)> = acked

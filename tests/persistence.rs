@@ -2,9 +2,11 @@
 //! snapshots, the store index must never go backwards, and a restarting node must never
 //! serve a half-recovered store.
 //!
-//! Each writer thread owns its keys and records every attempt per key in order (sets with a
-//! unique value, and in most tests some deletes) and which attempt was acknowledged last
-//! (HTTP 200 with the JSON body echoing key, value and index; for a delete also 404/100).
+//! The load (`common/load.rs`, v1 API): each writer thread owns its keys and records every
+//! attempt per key in order (sets with a unique value, and in most tests some deletes, the
+//! keys and deletes drawn from the seed that `PERSIST_SEED` replays) and which attempt was
+//! acknowledged last (HTTP 200 with the JSON body echoing key, value and index; for a delete
+//! also 404/100); the ledger built from those records tells what each key may hold.
 //! After a restart every key must be in the state of the last acknowledged attempt or of a
 //! *later* attempt of the same key (an unacknowledged write may or may not have made it),
 //! never an older one and never a value nobody wrote. The `prevValue`/`newKey` of every
@@ -17,10 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::load::{Ack, Api, Keys, Ledger, Load, LoadSpec, Ops, Run, Seed};
 use common::rng::Rng;
 use common::{Node, form_encode, request_timeout};
 
-/// Timeout of a single write or read issued by the load generators.
+/// Timeout of a single read or write of the checks.
 const REQ_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
@@ -60,390 +63,32 @@ fn field_str<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
 }
 
 // ---------------------------------------------------------------------------------------
-// the ledger of what was written
+// the load
 
-/// Every attempt at one key, in order (`None` = a delete), and the position of the last
-/// acknowledged one.
-#[derive(Default, Clone)]
-struct KeyLog {
-    attempts: Vec<Option<String>>,
-    acked: Option<usize>,
-    acked_index: u64,
-}
-
-impl KeyLog {
-    fn describe(&self, pos: usize) -> String {
-        match &self.attempts[pos] {
-            Some(v) => format!("set {v:?}"),
-            None => "delete".to_string(),
-        }
-    }
-
-    /// Check that the key may hold `value` (None: absent) now: the state must come from the
-    /// last acknowledged attempt or a later one, never an older one or one nobody made.
-    fn check(&self, key: &str, value: Option<&str>) -> Result<(), String> {
-        // Latest attempt that leaves the key in this state; Some(None) = the initial absence.
-        let pos: Option<Option<usize>> = match value {
-            Some(v) => self
-                .attempts
-                .iter()
-                .rposition(|a| a.as_deref() == Some(v))
-                .map(Some),
-            None => Some(self.attempts.iter().rposition(|a| a.is_none())),
-        };
-        let Some(pos) = pos else {
-            return Err(format!("{key}: value {value:?} was never written"));
-        };
-        match self.acked {
-            Some(a) if pos.is_none_or(|p| p < a) => Err(format!(
-                "{key}: LOST acknowledged {} (index {}): found {}",
-                self.describe(a),
-                self.acked_index,
-                match value {
-                    Some(v) => format!("older value {v:?}"),
-                    None => "the key missing".to_string(),
-                }
-            )),
-            _ => Ok(()),
-        }
+/// The load of these tests: 32 writers on `addr` (v1 API), each on 20 keys of its own drawn
+/// from `seed`, with deletes mixed in, back to back until stopped.
+fn churn(addr: &str, prefix: &str, seed: u64) -> LoadSpec {
+    LoadSpec {
+        writers: 32,
+        api: Api::V1,
+        keys: Keys::Random(20),
+        ops: Ops::WithDeletes,
+        after_no_answer: Duration::from_millis(5),
+        seed: Seed::Value(seed),
+        ..LoadSpec::new(prefix, &[addr.to_string()])
     }
 }
 
-/// The keys of one writer thread: `<prefix>/k<n>`.
-struct Group {
-    prefix: String,
-    keys: Vec<KeyLog>,
-    /// Index of the last acknowledged write of this group (writes of one group are
-    /// sequential, so their indexes must grow).
-    last_index: u64,
-}
-
-impl Group {
-    fn key(&self, n: usize) -> String {
-        format!("{}/k{n}", self.prefix)
-    }
-}
-
-#[derive(Default)]
-struct Ledger {
-    groups: Vec<Group>,
-}
-
-impl Ledger {
-    fn add_groups(&mut self, prefix: &str, count: usize, keys: usize) -> Vec<usize> {
-        let first = self.groups.len();
-        for t in 0..count {
-            self.groups.push(Group {
-                prefix: format!("{prefix}/t{t}"),
-                keys: vec![KeyLog::default(); keys],
-                last_index: 0,
-            });
-        }
-        (first..first + count).collect()
-    }
-
-    fn max_acked_index(&self) -> u64 {
-        self.groups.iter().map(|g| g.last_index).max().unwrap_or(0)
-    }
-
-    fn acked_count(&self) -> usize {
-        self.groups
+/// Add what a finished load did to the ledger, its problems to `violations`; returns its
+/// acknowledged sets.
+fn record(run: Run, ledger: &mut Ledger, violations: &mut Vec<String>) -> Vec<Ack> {
+    ledger.record(&run);
+    violations.extend(
+        run.problems
             .iter()
-            .flat_map(|g| g.keys.iter())
-            .filter(|k| k.acked.is_some())
-            .count()
-    }
-
-    /// Check a value read for `key` against the ledger; Err describes a violation.
-    fn check_value(&self, key: &str, value: Option<&str>) -> Result<(), String> {
-        let Some((g, n)) = self.locate(key) else {
-            return Err(format!("{key}: not a key of this test"));
-        };
-        self.groups[g].keys[n].check(key, value)
-    }
-
-    fn locate(&self, key: &str) -> Option<(usize, usize)> {
-        let (prefix, k) = key.rsplit_once("/k")?;
-        let n: usize = k.parse().ok()?;
-        let g = self.groups.iter().position(|g| g.prefix == prefix)?;
-        (n < self.groups[g].keys.len()).then_some((g, n))
-    }
-
-    /// Every key that was attempted at least once.
-    fn attempted_keys(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for g in &self.groups {
-            for (n, k) in g.keys.iter().enumerate() {
-                if !k.attempts.is_empty() {
-                    out.push(g.key(n));
-                }
-            }
-        }
-        out
-    }
-
-    /// Keys whose last attempt was an acknowledged set: they must be readable.
-    fn acked_keys(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for g in &self.groups {
-            for (n, k) in g.keys.iter().enumerate() {
-                let last = k.attempts.len().checked_sub(1);
-                if last.is_some() && k.acked == last && k.attempts[k.acked.unwrap()].is_some() {
-                    out.push(g.key(n));
-                }
-            }
-        }
-        out
-    }
-}
-
-/// One acknowledged write.
-#[derive(Clone, Debug)]
-struct Ack {
-    key: String,
-    value: String,
-    index: u64,
-}
-
-/// What a load run produced.
-struct LoadResult {
-    acks: Vec<Ack>,
-    unacked: u64,
-    violations: Vec<String>,
-    elapsed: Duration,
-}
-
-struct WriterOut {
-    group: usize,
-    keys: Vec<KeyLog>,
-    last_index: u64,
-    acks: Vec<Ack>,
-    unacked: u64,
-    violations: Vec<String>,
-}
-
-/// What a [`Load`] writer sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ops {
-    SetsOnly,
-    WithDeletes,
-}
-
-/// Writer threads over ledger groups, each issuing v1 sets back to back.
-struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<WriterOut>>,
-    started: Instant,
-}
-
-impl Load {
-    /// Start one writer per group. `tag` makes values unique across runs; `limit` bounds the
-    /// number of operations per thread (None: until stopped); `ops` says whether deletes are
-    /// mixed in.
-    /// Operations rotate over the group's keys.
-    fn start(
-        addr: &str,
-        ledger: &mut Ledger,
-        groups: &[usize],
-        tag: &str,
-        limit: Option<usize>,
-        ops: Ops,
-    ) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
-        for &g in groups {
-            let group = &mut ledger.groups[g];
-            let keys = std::mem::take(&mut group.keys);
-            let prefix = group.prefix.clone();
-            let last_index = group.last_index;
-            let addr = addr.to_string();
-            let tag = tag.to_string();
-            let stop = stop.clone();
-            handles.push(thread::spawn(move || {
-                writer(g, addr, prefix, tag, keys, last_index, limit, ops, stop)
-            }));
-        }
-        Load {
-            stop,
-            handles,
-            started: Instant::now(),
-        }
-    }
-
-    fn stop_and_join(self, ledger: &mut Ledger) -> LoadResult {
-        self.stop.store(true, Ordering::SeqCst);
-        self.join(ledger)
-    }
-
-    fn join(self, ledger: &mut Ledger) -> LoadResult {
-        let mut res = LoadResult {
-            acks: Vec::new(),
-            unacked: 0,
-            violations: Vec::new(),
-            elapsed: Duration::ZERO,
-        };
-        for h in self.handles {
-            let out = h.join().expect("writer thread panicked");
-            let group = &mut ledger.groups[out.group];
-            group.keys = out.keys;
-            group.last_index = out.last_index;
-            res.acks.extend(out.acks);
-            res.unacked += out.unacked;
-            res.violations.extend(out.violations);
-        }
-        res.elapsed = self.started.elapsed();
-        res
-    }
-}
-
-/// How one writer request went.
-enum Outcome {
-    /// Acknowledged: the state the key was in before (None: absent) and the index (0 when
-    /// the answer has none, a delete of a missing key).
-    Acked(Option<String>, u64),
-    /// Not acknowledged (no answer or an error status).
-    NotAcked,
-    /// An answer that makes no sense.
-    Bad(String),
-}
-
-fn do_set(addr: &str, key: &str, value: &str) -> Outcome {
-    let form = form_encode(&[("value", value)]);
-    match call(
-        addr,
-        "POST",
-        &format!("/v1/keys{key}"),
-        Some(&form),
-        REQ_TIMEOUT,
-    ) {
-        Answer::Http(200, body) => {
-            let bad = || Outcome::Bad(format!("POST {key} value={value}: 200 {body:?}"));
-            let Some(v) = json(&body) else { return bad() };
-            let (Some(index), Some(true), Some(true)) = (
-                field_u64(&v, "index"),
-                field_str(&v, "key").map(|k| k == key),
-                field_str(&v, "value").map(|x| x == value),
-            ) else {
-                return bad();
-            };
-            match (field_str(&v, "prevValue"), v.get("newKey")) {
-                (Some(prev), None) => Outcome::Acked(Some(prev.to_string()), index),
-                (None, Some(serde_json::Value::Bool(true))) => Outcome::Acked(None, index),
-                _ => bad(),
-            }
-        }
-        Answer::Http(_, _) => Outcome::NotAcked,
-        Answer::NoAnswer(_) => {
-            // Probably down: do not spin.
-            thread::sleep(Duration::from_millis(5));
-            Outcome::NotAcked
-        }
-    }
-}
-
-fn do_delete(addr: &str, key: &str) -> Outcome {
-    match call(addr, "DELETE", &format!("/v1/keys{key}"), None, REQ_TIMEOUT) {
-        Answer::Http(200, body) => {
-            let v = json(&body);
-            let index = v.as_ref().and_then(|v| field_u64(v, "index"));
-            let prev = v.as_ref().and_then(|v| field_str(v, "prevValue"));
-            let key_ok = v.as_ref().and_then(|v| field_str(v, "key")) == Some(key);
-            match (key_ok, prev, index) {
-                (true, Some(prev), Some(index)) => Outcome::Acked(Some(prev.to_string()), index),
-                _ => Outcome::Bad(format!("DELETE {key}: 200 {body:?}")),
-            }
-        }
-        Answer::Http(404, body)
-            if json(&body).is_some_and(|v| field_u64(&v, "errorCode") == Some(100)) =>
-        {
-            Outcome::Acked(None, 0)
-        }
-        Answer::Http(_, _) => Outcome::NotAcked,
-        Answer::NoAnswer(_) => {
-            thread::sleep(Duration::from_millis(5));
-            Outcome::NotAcked
-        }
-    }
-}
-
-/// One writer: sets (and, with [`Ops::WithDeletes`], every 7th operation a delete) rotating over its
-/// keys, back to back. Every acknowledged answer is checked against the ledger at once:
-/// the `prevValue`/`newKey` it reports must not be older than the last acknowledged state.
-#[allow(clippy::too_many_arguments)]
-fn writer(
-    group: usize,
-    addr: String,
-    prefix: String,
-    tag: String,
-    mut keys: Vec<KeyLog>,
-    mut last_index: u64,
-    limit: Option<usize>,
-    ops: Ops,
-    stop: Arc<AtomicBool>,
-) -> WriterOut {
-    let mut acks = Vec::new();
-    let mut unacked = 0;
-    let mut violations = Vec::new();
-    let mut seq = 0usize;
-    while !stop.load(Ordering::SeqCst) && limit.is_none_or(|l| seq < l) {
-        let n = seq % keys.len();
-        let key = format!("{prefix}/k{n}");
-        let op = if ops == Ops::WithDeletes && seq % 7 == 3 {
-            None
-        } else {
-            Some(format!("{tag}-s{seq}"))
-        };
-        seq += 1;
-        let outcome = match &op {
-            Some(value) => do_set(&addr, &key, value),
-            None => do_delete(&addr, &key),
-        };
-        let log = &mut keys[n];
-        match outcome {
-            Outcome::Acked(prior, index) => {
-                if let Err(e) = log.check(&key, prior.as_deref()) {
-                    violations.push(format!(
-                        "the answer to {} reports the state before it: {e}",
-                        match &op {
-                            Some(v) => format!("set {key}={v}"),
-                            None => format!("delete {key}"),
-                        }
-                    ));
-                }
-                if index > 0 {
-                    if index <= last_index {
-                        violations.push(format!(
-                            "{key}: acknowledged with index {index}, but an earlier acknowledged \
-                             write of the same writer had index {last_index}"
-                        ));
-                    }
-                    last_index = last_index.max(index);
-                }
-                log.attempts.push(op.clone());
-                log.acked = Some(log.attempts.len() - 1);
-                log.acked_index = index;
-                if let Some(value) = op {
-                    acks.push(Ack { key, value, index });
-                }
-            }
-            Outcome::NotAcked => {
-                log.attempts.push(op);
-                unacked += 1;
-            }
-            Outcome::Bad(e) => {
-                log.attempts.push(op);
-                violations.push(e);
-            }
-        }
-    }
-    WriterOut {
-        group,
-        keys,
-        last_index,
-        acks,
-        unacked,
-        violations,
-    }
+            .map(|p| format!("{p} (load seed {})", run.seed)),
+    );
+    run.acked_sets()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -802,36 +447,28 @@ fn acknowledged_writes_survive_repeated_kill9() {
     node.spawn();
     node.wait_ready();
     let mut ledger = Ledger::default();
-    let groups = ledger.add_groups("/p", 32, 20);
     let mut violations = Vec::new();
     let mut total_acked = 0;
     for cycle in 0..5 {
         let tag = format!("cycle {cycle}");
-        let load = Load::start(
-            &node.client,
-            &mut ledger,
-            &groups,
-            &format!("c{cycle}"),
-            None,
-            Ops::WithDeletes,
-        );
+        let load = Load::resume(churn(&node.client, "/p", rng.next()), &ledger);
         let delay = rng.range(200, 1500);
         thread::sleep(Duration::from_millis(delay));
         node.kill9();
-        let res = load.stop_and_join(&mut ledger);
-        total_acked += res.acks.len();
+        let run = load.finish();
+        let (unacked, elapsed) = (run.unacked(), run.elapsed);
+        let acks = record(run, &mut ledger, &mut violations);
+        total_acked += acks.len();
         eprintln!(
-            "{tag}: killed after {delay} ms of load: {} writes acknowledged, {} not ({:?})",
-            res.acks.len(),
-            res.unacked,
-            res.elapsed
+            "{tag}: killed after {delay} ms of load: {} writes acknowledged, {unacked} not \
+             ({elapsed:?})",
+            acks.len(),
         );
-        violations.extend(res.violations);
-        assert!(!res.acks.is_empty(), "{tag}: no write was acknowledged");
+        assert!(!acks.is_empty(), "{tag}: no write was acknowledged");
         let shared = Arc::new(ledger);
         restart_gated(&mut node, &shared, &tag, &mut violations);
         ledger = unshare(shared);
-        ledger = verify_after_restart(&node, ledger, Some(&res.acks), &tag, &mut violations);
+        ledger = verify_after_restart(&node, ledger, Some(&acks), &tag, &mut violations);
         report(&violations, &node);
     }
     eprintln!("kill9 cycles: {total_acked} acknowledged writes in total, all present");
@@ -849,28 +486,24 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
     let mut violations = Vec::new();
 
     // 8 writers x 250 distinct keys, each written once.
-    let fixed = ledger.add_groups("/snap", 8, 250);
-    let res = Load::start(
-        &node.client,
-        &mut ledger,
-        &fixed,
-        "fixed",
-        Some(250),
-        Ops::SetsOnly,
-    )
-    .join(&mut ledger);
+    let run = Load::start(LoadSpec {
+        writers: 8,
+        keys: Keys::InTurn(250),
+        ops: Ops::SetsOnly,
+        limit: Some(250),
+        ..churn(&node.client, "/snap", rng.next())
+    })
+    .wait();
+    let (unacked, elapsed) = (run.unacked(), run.elapsed);
+    let acks = record(run, &mut ledger, &mut violations);
     eprintln!(
-        "snapshots: {} writes acknowledged, {} not ({:?})",
-        res.acks.len(),
-        res.unacked,
-        res.elapsed
+        "snapshots: {} writes acknowledged, {unacked} not ({elapsed:?})",
+        acks.len(),
     );
-    violations.extend(res.violations);
     assert_eq!(
-        res.acks.len(),
+        acks.len(),
         2000,
-        "every write to a healthy node must succeed ({} failed); stderr:\n{}",
-        res.unacked,
+        "every write to a healthy node must succeed ({unacked} failed); stderr:\n{}",
         node.stderr()
     );
     node.kill9();
@@ -881,28 +514,20 @@ fn acknowledged_writes_survive_kill9_with_snapshots() {
     report(&violations, &node);
 
     // Heavy load, SIGKILL in the middle, three times.
-    let heavy = ledger.add_groups("/heavy", 32, 20);
     for round in 0..3 {
         let tag = format!("snapshots heavy {round}");
-        let load = Load::start(
-            &node.client,
-            &mut ledger,
-            &heavy,
-            &format!("h{round}"),
-            None,
-            Ops::WithDeletes,
-        );
+        let load = Load::resume(churn(&node.client, "/heavy", rng.next()), &ledger);
         let delay = rng.range(200, 1500);
         thread::sleep(Duration::from_millis(delay));
         node.kill9();
-        let res = load.stop_and_join(&mut ledger);
+        let run = load.finish();
+        let unacked = run.unacked();
+        let acks = record(run, &mut ledger, &mut violations);
         eprintln!(
-            "{tag}: killed after {delay} ms: {} acknowledged, {} not",
-            res.acks.len(),
-            res.unacked
+            "{tag}: killed after {delay} ms: {} acknowledged, {unacked} not",
+            acks.len(),
         );
-        violations.extend(res.violations);
-        assert!(!res.acks.is_empty(), "{tag}: no write acknowledged");
+        assert!(!acks.is_empty(), "{tag}: no write acknowledged");
         let shared = Arc::new(ledger);
         restart_gated(&mut node, &shared, &tag, &mut violations);
         ledger = unshare(shared);
@@ -918,24 +543,16 @@ fn kill9_during_recovery_loses_nothing() {
     let mut node = Node::start("r0");
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
-    let groups = ledger.add_groups("/rec", 32, 20);
-    let load = Load::start(
-        &node.client,
-        &mut ledger,
-        &groups,
-        "r",
-        None,
-        Ops::WithDeletes,
-    );
+    let load = Load::start(churn(&node.client, "/rec", rng.next()));
     thread::sleep(Duration::from_millis(rng.range(800, 1500)));
     node.kill9();
-    let res = load.stop_and_join(&mut ledger);
+    let run = load.finish();
+    let unacked = run.unacked();
+    let acks = record(run, &mut ledger, &mut violations);
     eprintln!(
-        "kill during recovery: {} acknowledged, {} not",
-        res.acks.len(),
-        res.unacked
+        "kill during recovery: {} acknowledged, {unacked} not",
+        acks.len(),
     );
-    violations.extend(res.violations);
     for _ in 0..3 {
         node.spawn();
         thread::sleep(Duration::from_millis(rng.range(0, 60)));
@@ -952,7 +569,7 @@ fn kill9_during_recovery_loses_nothing() {
     verify_after_restart(
         &node,
         ledger,
-        Some(&res.acks),
+        Some(&acks),
         "after kills during recovery",
         &mut violations,
     );
@@ -965,18 +582,16 @@ fn acknowledged_writes_survive_kill9_with_long_snapshot_flag() {
     let mut node = Node::start_args("s1", &["--snapshot-count", "200"]);
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
-    let groups = ledger.add_groups("/long", 8, 10);
-    let res = Load::start(
-        &node.client,
-        &mut ledger,
-        &groups,
-        "a",
-        Some(100),
-        Ops::SetsOnly,
-    )
-    .join(&mut ledger);
-    violations.extend(res.violations);
-    assert_eq!(res.acks.len(), 800, "stderr:\n{}", node.stderr());
+    let run = Load::start(LoadSpec {
+        writers: 8,
+        keys: Keys::InTurn(10),
+        ops: Ops::SetsOnly,
+        limit: Some(100),
+        ..churn(&node.client, "/long", 0)
+    })
+    .wait();
+    let acks = record(run, &mut ledger, &mut violations);
+    assert_eq!(acks.len(), 800, "stderr:\n{}", node.stderr());
     node.kill9();
     node.restart();
     verify_after_restart(&node, ledger, None, "long flag", &mut violations);
@@ -991,26 +606,18 @@ fn acknowledged_writes_survive_sigterm_under_load() {
     let mut node = Node::start("g0");
     let mut ledger = Ledger::default();
     let mut violations = Vec::new();
-    let groups = ledger.add_groups("/g", 32, 20);
-    let load = Load::start(
-        &node.client,
-        &mut ledger,
-        &groups,
-        "g",
-        None,
-        Ops::WithDeletes,
-    );
+    let load = Load::start(churn(&node.client, "/g", rng.next()));
     thread::sleep(Duration::from_millis(rng.range(400, 1200)));
     let stopped = Instant::now();
     let status = node.stop(); // SIGTERM, bounded wait
     let took = stopped.elapsed();
-    let res = load.stop_and_join(&mut ledger);
+    let run = load.finish();
+    let unacked = run.unacked();
+    let acks = record(run, &mut ledger, &mut violations);
     eprintln!(
-        "sigterm: exit {status:?} after {took:?}; {} acknowledged, {} not",
-        res.acks.len(),
-        res.unacked
+        "sigterm: exit {status:?} after {took:?}; {} acknowledged, {unacked} not",
+        acks.len(),
     );
-    violations.extend(res.violations);
     assert_eq!(
         status.code(),
         Some(0),
@@ -1021,9 +628,9 @@ fn acknowledged_writes_survive_sigterm_under_load() {
         took < Duration::from_secs(5),
         "SIGTERM under load took {took:?}"
     );
-    assert!(!res.acks.is_empty());
+    assert!(!acks.is_empty());
     node.restart();
-    verify_after_restart(&node, ledger, Some(&res.acks), "sigterm", &mut violations);
+    verify_after_restart(&node, ledger, Some(&acks), "sigterm", &mut violations);
     report(&violations, &node);
 }
 

@@ -1,8 +1,8 @@
 //! Cluster scaffolding shared by `tests/cluster.rs`, `tests/cluster_faults.rs` and
 //! `tests/chaos.rs`: [`member`] (a [`Node`] as a cluster member), the `fail!` /
 //! `ensure!` macros that attach every node's log to a failure, and the [`Nodes`] trait
-//! (polling, leader agreement, convergence, expected error 300) that each test's `Cluster`
-//! implements, and a write load ([`Load`]).
+//! (polling, leader agreement, convergence, expected error 300, the writes a load got
+//! acknowledged) that each test's `Cluster` implements.
 //!
 //! `common::cluster`; its `ensure!`/`fail!` reach a test crate that declares
 //! `#[macro_use] mod common;`. Each crate uses a different part of it, hence the
@@ -10,13 +10,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::load::Load;
 use crate::common::node::NodeBuilder;
-use crate::common::{Node, Resp, form_encode, request_timeout};
+use crate::common::{Node, Resp, request_timeout};
 
 /// Timeout of one ordinary request made by these tests.
 pub const REQ: Duration = Duration::from_secs(10);
@@ -208,6 +207,22 @@ pub trait Nodes {
         took
     }
 
+    /// Stop `load` and return the writes it got acknowledged (key, value); an answer that
+    /// made no sense (wrong key or value, an impossible state before, an index going
+    /// backwards) fails the test.
+    fn acked_writes(&self, load: Load) -> Vec<(String, String)> {
+        let run = load.finish();
+        ensure!(
+            self,
+            run.problems.is_empty(),
+            "{} wrong acknowledgement(s) (load seed {}), first ones:\n{}",
+            run.problems.len(),
+            run.seed,
+            run.problems[..run.problems.len().min(10)].join("\n")
+        );
+        run.acked()
+    }
+
     /// Poll until node `i` answers `/v1/leader` with error 301 (no leader known); returns
     /// how long it took.
     fn wait_no_leader(&self, i: usize, what: &str, timeout: Duration) -> Duration {
@@ -300,85 +315,4 @@ pub fn leaves(body: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     walk(&v["node"], &mut out);
     Ok(out)
-}
-
-/// Background writers, one per address, that record what was acknowledged: writer `w`
-/// PUTs `<prefix>/w<w>/<i:05>` = `<w>-<i>` (a key per request), then sleeps `pause`, and
-/// `backoff` more after a write that was not acknowledged (201). With [`Acks::Check`], an
-/// acknowledgement must name the key and value written (else the writer panics).
-/// What a [`Load`] writer does with an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    /// It must name the key and value written (else the writer panics).
-    Check,
-    /// Only its status counts.
-    Trust,
-}
-
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<Vec<(String, String)>>>,
-}
-
-impl Load {
-    pub fn start(
-        addrs: &[String],
-        prefix: &str,
-        pause: Duration,
-        backoff: Duration,
-        acks: Acks,
-    ) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = addrs
-            .iter()
-            .enumerate()
-            .map(|(w, a)| {
-                let (a, stop, prefix) = (a.clone(), stop.clone(), prefix.to_string());
-                thread::spawn(move || {
-                    let mut acked = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = format!("{prefix}/w{w}/{i:05}");
-                        let value = format!("{w}-{i}");
-                        i += 1;
-                        let body = form_encode(&[("value", &value)]);
-                        match call_t(&a, "PUT", &format!("/v2/keys{key}"), &body, REQ) {
-                            Ok(r) if r.status == 201 => {
-                                if acks == Acks::Check {
-                                    let v: serde_json::Value =
-                                        serde_json::from_str(&r.body).unwrap_or_default();
-                                    assert_eq!(
-                                        v["node"]["key"],
-                                        key.as_str(),
-                                        "ack for another key: {}",
-                                        r.body
-                                    );
-                                    assert_eq!(
-                                        v["node"]["value"],
-                                        value.as_str(),
-                                        "ack with another value: {}",
-                                        r.body
-                                    );
-                                }
-                                acked.push((key, value));
-                            }
-                            _ => thread::sleep(backoff),
-                        }
-                        thread::sleep(pause);
-                    }
-                    acked
-                })
-            })
-            .collect();
-        Load { stop, handles }
-    }
-
-    /// Stop the writers; everything acknowledged, writer by writer.
-    pub fn finish(self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("load thread"))
-            .collect()
-    }
 }

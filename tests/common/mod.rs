@@ -6,6 +6,7 @@
 //! * [`node`]: the one process wrapper ([`Node`]): harness nodes, cluster members and exact
 //!   command lines, with their logs or captured output, signals and exit statuses;
 //! * [`cluster`]: members of a cluster, waits on their views, `ensure!`;
+//! * [`load`]: the write load, its records and the ledger of what keys may hold;
 //! * [`proxy`]: TCP proxies between members, for partitions;
 //! * [`checker`]: the linearizability checker of the chaos tests;
 //! * [`rng`]: the replayable random generator.
@@ -14,6 +15,7 @@
 pub mod checker;
 #[macro_use]
 pub mod cluster;
+pub mod load;
 pub mod node;
 pub mod proxy;
 pub mod rng;
