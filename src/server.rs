@@ -221,7 +221,12 @@ pub async fn run(
         }
     }
     let id = node_id(&disk, &cfg)?;
-    let (sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
+    let (mut sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
+    // A leader with followers syncs its own entries while it replicates them; what must not
+    // run ahead of its disk waits for `durable` (see `raft::log_store`).
+    let durable = log_store.durable();
+    sm.apply_when_durable(durable.clone());
+    log_store.defer_syncs_when_leading(id);
     let me = Member {
         name: cfg.name.clone(),
         peer_url: cfg.peer_url.clone(),
@@ -246,6 +251,7 @@ pub async fn run(
     let network = Network {
         client: peer_client.clone(),
         stats: peer_stats.clone(),
+        durable,
     };
     // Raft runs on a runtime of its own (one thread): its core, state machine and the write
     // batcher are never queued behind client connections.
@@ -260,7 +266,10 @@ pub async fn run(
     let raft_config = Arc::new(raft_config(&cfg)?);
     let raft = raft_rt
         .handle()
-        .spawn(async move { Raft::new(id, raft_config, network, log_store, sm).await })
+        .spawn({
+            let log_store = log_store.clone();
+            async move { Raft::new(id, raft_config, network, log_store, sm).await }
+        })
         .await
         .map_err(|e| Error::Raft(e.to_string()))?
         .map_err(|e| Error::Raft(e.to_string()))?;
@@ -369,6 +378,7 @@ pub async fn run(
     ));
     tasks.spawn(node.clone().expire_loop());
     tasks.spawn(track_leader(state.clone()));
+    tasks.spawn(track_voters(raft.clone(), log_store));
     tasks.spawn(watch_removal(state.clone()));
 
     let mut failed = None;
@@ -408,6 +418,24 @@ pub async fn run(
 /// Resolves when Raft's core has stopped by itself (a fatal error, such as a snapshot that
 /// could not be saved on a full disk): the node can then commit nothing more, so it must stop
 /// rather than answer every write with "no leader" forever.
+/// Tell the log whether the cluster has voters besides this node (whether a leader's append
+/// may defer its sync): looked at twice a second, as a change of membership is rare and a
+/// late answer only costs speed for a moment.
+async fn track_voters(raft: Raft, log: LogStore) {
+    let m = raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let voters = m
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        log.set_replicated(voters > 1);
+        tick.tick().await;
+    }
+}
+
 async fn raft_stopped(raft: &Raft) -> String {
     // Looked at twice a second rather than on every change of the metrics: those change with
     // every write, and a task woken per write costs a sequential writer ~20% (measured).

@@ -25,6 +25,17 @@
 //! * **One writer, in call order.** Writes go through one [`Writer`] behind a lock, in the
 //!   order openraft issues them, so a vote and an append reach the disk in that order.
 //!
+//! The one exception is a leader with followers: there the durability of its own entries
+//! is not needed before it replicates them, only before anything depends on its copy (see
+//! [`Durable`]). Its `append` writes the frame, hands the sync to the WAL's sync thread and
+//! reports the entries flushed at once, so openraft sends them to the followers while the
+//! leader's disk syncs (etcd's leader writes and sends in parallel too). What keeps this
+//! safe: the state machine applies an entry only once it is durable here, and an
+//! AppendEntries names a commit index only once it is durable here - so nothing acts on a
+//! commit (no client is answered, no follower applies) until the leader's copy and a
+//! quorum's are on disk, exactly as if the leader had synced first. A follower, a candidate
+//! and a single node always sync before they report.
+//!
 //! The writes block the calling thread for the sync. openraft 0.9's core waits for every
 //! append to be flushed before it does anything else, and Raft runs on a runtime of its own
 //! (`server`), so blocking there costs nothing that waiting would not; handing the write to
@@ -51,7 +62,7 @@ use tokio::sync::watch;
 
 use super::codec::{self, CodecError, Dec, Enc};
 use super::types::{NodeId, TypeConfig};
-use super::wal::{Options, Pos, Wal, WalError, WalReader};
+use super::wal::{Options, Pos, Synced, Wal, WalError, WalReader};
 
 /// Entry bytes kept in memory beyond what is on disk anyway (tests: small, to exercise reads
 /// from disk).
@@ -182,6 +193,68 @@ impl Shared {
     }
 }
 
+/// How far this node's log is durable: the highest index synced to disk (or the failure
+/// that stopped the log). Everything that must not run ahead of the local disk waits on it:
+/// applying an entry, telling followers an index is committed. Cheap to clone.
+#[derive(Clone)]
+pub struct Durable(Arc<watch::Sender<(u64, Option<String>)>>);
+
+impl Durable {
+    fn new(index: u64) -> Durable {
+        Durable(Arc::new(watch::channel((index, None)).0))
+    }
+
+    /// The log is durable up to `index` (it only grows this way).
+    fn advance(&self, index: u64) {
+        self.0.send_if_modified(|(d, _)| {
+            let grew = index > *d;
+            *d = (*d).max(index);
+            grew
+        });
+    }
+
+    /// Entries from `since` on were removed (a follower's conflicting tail).
+    fn truncated(&self, since: u64) {
+        self.0.send_if_modified(|(d, _)| {
+            let shrank = *d >= since;
+            *d = (*d).min(since.saturating_sub(1));
+            shrank
+        });
+    }
+
+    fn fail(&self, why: String) {
+        self.0.send_modify(|(_, f)| *f = Some(why));
+    }
+
+    /// The highest durable index now.
+    pub fn index(&self) -> u64 {
+        self.0.borrow().0
+    }
+
+    /// Wait until the log is durable up to `index`; an error when the log stopped instead.
+    pub async fn reached(&self, index: u64) -> Result<(), String> {
+        if self.index() >= index {
+            return Ok(());
+        }
+        let mut rx = self.0.subscribe();
+        let res = rx.wait_for(|(d, f)| *d >= index || f.is_some()).await;
+        match res {
+            Ok(v) if v.0 >= index => Ok(()),
+            Ok(v) => Err(v.1.clone().unwrap_or_default()),
+            Err(_) => Err("the log was closed".to_string()),
+        }
+    }
+}
+
+/// When `append` may report entries flushed before their sync (see the module docs).
+#[derive(Default)]
+struct Deferral {
+    /// This node's id, once the server allows deferring (tests never do).
+    me: Mutex<Option<NodeId>>,
+    /// Whether the cluster has other voters (a hint, kept by the server).
+    replicated: std::sync::atomic::AtomicBool,
+}
+
 /// The Raft log, vote and committed hint of one node. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct LogStore {
@@ -189,6 +262,8 @@ pub struct LogStore {
     writer: Arc<Mutex<Writer>>,
     reader: WalReader,
     max_payload: usize,
+    durable: Durable,
+    deferral: Arc<Deferral>,
 }
 
 impl Debug for LogStore {
@@ -224,6 +299,7 @@ impl LogStore {
             ));
         }
         state.cache_from = state.last_index().map_or(0, |l| l + 1);
+        let durable = Durable::new(state.last_index().unwrap_or(0));
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -238,7 +314,63 @@ impl LogStore {
             writer,
             reader,
             max_payload,
+            durable,
+            deferral: Default::default(),
         })
+    }
+
+    /// How far the log is durable (what applying and committing wait for).
+    pub fn durable(&self) -> Durable {
+        self.durable.clone()
+    }
+
+    /// Let `append` defer the sync of this node's own entries while it leads a cluster with
+    /// other voters (see the module docs); `me` is this node's id.
+    pub fn defer_syncs_when_leading(&self, me: NodeId) {
+        *self.deferral.me.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+    }
+
+    /// Whether the cluster has voters besides this node (a hint: a wrong one costs speed,
+    /// never safety).
+    pub fn set_replicated(&self, replicated: bool) {
+        self.deferral
+            .replicated
+            .store(replicated, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What a deferred sync of entries up to `last` reports to: `durable`, or the failure.
+    fn report_sync(&self, last: Option<u64>) -> Synced {
+        let (durable, shared) = (self.durable.clone(), self.shared.clone());
+        Box::new(move |res| match res {
+            Ok(()) => {
+                if let Some(last) = last {
+                    durable.advance(last);
+                }
+            }
+            Err(e) => {
+                let why = format!("the log stopped after a failed sync: {e}");
+                shared.failure.send_replace(Some(why.clone()));
+                durable.fail(why);
+            }
+        })
+    }
+
+    /// Does this node lead a cluster with followers, so an append may defer its sync?
+    fn defers(&self) -> bool {
+        if !self
+            .deferral
+            .replicated
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return false;
+        }
+        let Some(me) = *self.deferral.me.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return false;
+        };
+        self.shared
+            .state()
+            .vote
+            .is_some_and(|v| v.is_committed() && v.leader_id().voted_for() == Some(me))
     }
 
     /// Becomes `Some(reason)` when a write to the log failed: the node must stop.
@@ -436,9 +568,22 @@ impl Writer {
         &mut self,
         mut payload: Vec<u8>,
         entries: &[(LogId<NodeId>, u32, u32)],
+        synced: Option<Synced>,
     ) -> Result<(), WalError> {
         self.committed_record(&mut payload);
-        let pos = self.write(&payload)?;
+        let pos = match synced {
+            None => self.write(&payload)?,
+            Some(synced) => {
+                let checkpoint = self.checkpoint();
+                let res = self
+                    .wal
+                    .write_deferred(&payload, &|| checkpoint.clone(), synced);
+                if let Err(e) = &res {
+                    self.shared.failure.send_replace(Some(e.to_string()));
+                }
+                res?
+            }
+        };
         if let Some(max) = entries.iter().map(|e| e.0.index).max() {
             let m = self.seg_max.entry(pos.segment).or_insert(0);
             *m = (*m).max(max);
@@ -525,6 +670,23 @@ impl LogStore {
     where
         I: IntoIterator<Item = RaftEntry>,
     {
+        let mut last = None;
+        let res = self.write_entries_with(
+            entries.into_iter().inspect(|e| last = Some(e.log_id.index)),
+            None,
+        );
+        if let (Ok(()), Some(last)) = (&res, last) {
+            self.durable.advance(last);
+        }
+        res
+    }
+
+    /// Writes entries as [`LogStore::write_entries`] does; with `synced`, the last frame's sync
+    /// is deferred and `synced` gets its outcome.
+    fn write_entries_with<I>(&mut self, entries: I, synced: Option<Synced>) -> Result<(), WalError>
+    where
+        I: IntoIterator<Item = RaftEntry>,
+    {
         // Encode outside the lock; one payload per call, split only when it would not fit
         // into a segment (then every part is synced in turn, the callback after the last).
         let mut jobs = Vec::new();
@@ -562,10 +724,20 @@ impl LogStore {
             }
         }
         let mut writer = self.writer();
+        let n = jobs.len();
+        let mut synced = synced;
         let res = jobs
             .into_iter()
-            .try_for_each(|(payload, entries)| writer.append(payload, &entries));
+            .enumerate()
+            .try_for_each(|(i, (payload, entries))| {
+                let deferred = if i + 1 == n { synced.take() } else { None };
+                writer.append(payload, &entries, deferred)
+            });
         drop(writer);
+        // Nothing was deferred (no entries): report the outcome now.
+        if let Some(synced) = synced {
+            synced(res.clone().map_err(|e| e.to_string()));
+        }
         res
     }
 }
@@ -627,7 +799,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = RaftEntry> + Send,
         I::IntoIter: Send,
     {
-        let res = self.write_entries(entries);
+        if !self.defers() {
+            let res = self.write_entries(entries);
+            callback.log_io_completed(res.clone().map_err(io::Error::other));
+            return res.map_err(write_err);
+        }
+        // A leader with followers: report the entries flushed once written; the sync runs
+        // meanwhile, and what depends on it waits for `durable` (see the module docs).
+        let entries: Vec<RaftEntry> = entries.into_iter().collect();
+        let synced = self.report_sync(entries.last().map(|e| e.log_id.index));
+        let res = self.write_entries_with(entries, Some(synced));
         callback.log_io_completed(res.clone().map_err(io::Error::other));
         res.map_err(write_err)
     }
@@ -635,7 +816,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "truncating log since");
         self.shared.state().truncate(log_id.index);
-        self.writer().truncate(log_id.index).map_err(write_err)
+        self.writer().truncate(log_id.index).map_err(write_err)?;
+        // After the write: it waited for a deferred sync still running, which reports the
+        // entries it synced (some of them now cut off) as durable.
+        self.durable.truncated(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

@@ -26,6 +26,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::log_store::Durable;
 use super::types::{Member, NodeId, TypeConfig};
 use crate::instruments::PeerStats;
 
@@ -148,6 +149,9 @@ pub struct Network {
     pub client: PeerClient,
     /// Round-trip times of AppendEntries per follower, for `/v2/stats/leader`.
     pub stats: Arc<PeerStats>,
+    /// How far this node's log is durable: an AppendEntries names a commit index only once
+    /// it is (a leader may count itself before its own sync is done, see `log_store`).
+    pub durable: Durable,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -159,6 +163,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             peer_url: node.peer_url.clone(),
             stats: self.stats.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -168,6 +173,7 @@ pub struct PeerConnection {
     target: NodeId,
     peer_url: String,
     stats: Arc<PeerStats>,
+    durable: Durable,
 }
 
 impl PeerConnection {
@@ -205,6 +211,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // A follower that learns a commit index may apply up to it: not before the entries
+        // are on this node's disk too (its sync may still run, see `log_store`).
+        if let Some(c) = rpc.leader_commit {
+            let wait = self.durable.reached(c.index);
+            match tokio::time::timeout(option.hard_ttl(), wait).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let e = std::io::Error::other(format!("this node's log stopped: {e}"));
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+                Err(_) => {
+                    let e = std::io::Error::other("this node's log sync is late");
+                    return Err(RPCError::Network(NetworkError::new(&e)));
+                }
+            }
+        }
         let started = Instant::now();
         let res = self.rpc("/raft/append", &rpc, &option).await;
         match &res {

@@ -22,6 +22,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, StorageIOError};
 
 use super::disk::Disk;
+use super::log_store::Durable;
 use super::snapshot::{self, ChunkReader, SnapshotData, Stored};
 use super::types::{
     BatchResult, LogId, Member, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -76,6 +77,9 @@ pub struct StateMachine {
     disk: Disk,
     /// Counts snapshots built by this process, to keep snapshot ids unique.
     built: u64,
+    /// How far this node's log is durable: an entry is applied only once it is (a leader
+    /// may commit before its own sync is done, see `log_store`).
+    durable: Option<Durable>,
 }
 
 impl StateMachine {
@@ -123,6 +127,7 @@ impl StateMachine {
                 replica: replica.clone(),
                 disk,
                 built: 0,
+                durable: None,
             },
             replica,
         ))
@@ -169,6 +174,13 @@ async fn in_background<T: Send + 'static>(
         .unwrap_or_else(|_| Err("the snapshot thread failed".into()))
 }
 
+impl StateMachine {
+    /// Apply an entry only once `durable` has reached it.
+    pub fn apply_when_durable(&mut self, durable: Durable) {
+        self.durable = Some(durable);
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -183,6 +195,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            let last = last.log_id;
+            durable
+                .reached(last.index)
+                .await
+                .map_err(|e| StorageIOError::apply(last, &std::io::Error::other(e)))?;
+        }
         // Usually the lock is free and applying takes microseconds; only when a long read
         // holds it does the wait move off the worker.
         let results = match self.replica.data.try_write() {

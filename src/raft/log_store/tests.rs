@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{RaftLogReaderExt, RaftLogStorageExt};
 use openraft::testing::{StoreBuilder, Suite};
@@ -291,6 +292,78 @@ async fn a_failed_sync_acknowledges_nothing_after_it() {
     // Nothing later is acknowledged either.
     assert!(store.blocking_append([put(1, 2)]).await.is_err());
     assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
+}
+
+/// Only a leader with followers reports its entries flushed before their sync; `durable`
+/// follows every append (synced or deferred) and a truncation, and a failed deferred sync
+/// stops the log and reaches everyone waiting on `durable`.
+#[tokio::test]
+async fn only_a_leader_with_followers_defers_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let durable = store.durable();
+    store
+        .blocking_append((0..3).map(|i| put(1, i)))
+        .await
+        .unwrap();
+    assert_eq!(durable.index(), 2);
+    assert!(!store.defers(), "deferring was never allowed");
+    store.defer_syncs_when_leading(7);
+    store.save_vote(&Vote::new_committed(2, 7)).await.unwrap();
+    assert!(!store.defers(), "no followers");
+    store.set_replicated(true);
+    assert!(store.defers(), "leading with followers");
+    store.save_vote(&Vote::new(3, 7)).await.unwrap();
+    assert!(!store.defers(), "a candidate");
+    store.save_vote(&Vote::new_committed(3, 8)).await.unwrap();
+    assert!(!store.defers(), "following node 8");
+    store.save_vote(&Vote::new_committed(4, 7)).await.unwrap();
+    assert!(store.defers());
+
+    // Deferred: `durable` gets there once the sync thread is done.
+    store
+        .blocking_append((3..6).map(|i| put(4, i)))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), durable.reached(5))
+        .await
+        .unwrap()
+        .unwrap();
+    // A truncation right after a deferred append: the sync reports first, then the cut.
+    store
+        .blocking_append((6..9).map(|i| put(4, i)))
+        .await
+        .unwrap();
+    store.truncate(log_id(4, 7)).await.unwrap();
+    assert_eq!(durable.index(), 6);
+    // A follower's truncation takes `durable` back.
+    store.set_replicated(false);
+    store.truncate(log_id(4, 4)).await.unwrap();
+    assert_eq!(durable.index(), 3);
+    store.blocking_append([put(5, 4)]).await.unwrap();
+    assert_eq!(durable.index(), 4);
+
+    // A deferred sync that fails: the append itself was reported, nothing after it is, and
+    // whoever waits for `durable` learns why.
+    store.set_replicated(true);
+    store.save_vote(&Vote::new_committed(6, 7)).await.unwrap();
+    let mut failure = store.failure();
+    store.writer().wal.inject_failure = Some(io::ErrorKind::Other);
+    store.blocking_append([put(6, 5)]).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), durable.reached(5))
+        .await
+        .unwrap();
+    assert!(waited.is_err(), "{waited:?}");
+    failure.changed().await.unwrap();
+    assert!(failure.borrow().as_deref().unwrap().contains("sync"));
+    assert!(store.blocking_append([put(6, 6)]).await.is_err());
+    assert!(store.save_vote(&Vote::new(7, 7)).await.is_err());
+    drop(store);
+    // What was synced is there after a restart; the entry whose sync failed is not
+    // trusted beyond what the disk kept, and nothing after it was written.
+    let mut store = open(dir.path());
+    let last = store.get_log_state().await.unwrap().last_log_id.unwrap();
+    assert!(last.index == 4 || last.index == 5, "{last:?}");
 }
 
 const CRASH_DIR_ENV: &str = "LOGSTORE_CRASH_TEST_DIR";

@@ -19,6 +19,11 @@
 //!   Recovery cuts such a frame off (it was never acknowledged); damage anywhere else - a bad
 //!   checksum before the tail, a missing or cut segment, a gap in the frame numbers - stops
 //!   the open with a one-line error naming the file and offset. Nothing is skipped silently.
+//! * **A deferred sync is finished before anything else is written.** [`Wal::write_deferred`]
+//!   writes its frame and hands the `fdatasync` to the log's sync thread, so the caller can
+//!   go on (a Raft leader sends the entries to its followers meanwhile). The next write, a
+//!   rotation or closing the log first waits for that sync, so the rule above still holds:
+//!   only the last frame can be unsynced.
 //! * **A write that fails stops the log.** After a failed `pwrite` or `fdatasync` the state of
 //!   the file is unknown (Linux may have dropped the dirty pages), so every later write fails
 //!   with the first error and the node must stop; nothing after it is acknowledged.
@@ -144,6 +149,10 @@ pub struct Wal {
     remover: Option<JoinHandle<()>>,
     failed: Option<String>,
     buf: Vec<u8>,
+    /// The sync thread (started by the first deferred write) and the sync it has not yet
+    /// reported, if any.
+    syncer: Option<std::sync::mpsc::Sender<SyncJob>>,
+    pending: Option<Pending>,
     /// Tests: make the next write fail as a failing disk would.
     #[cfg(test)]
     pub(crate) inject_failure: Option<io::ErrorKind>,
@@ -264,6 +273,15 @@ impl Wal {
                 why: "missing segment (the one before it is sealed)".into(),
             });
         }
+        // The last frame may have been written and not yet synced when the process stopped
+        // (it survives in the page cache): make it durable before anything relies on it.
+        active.sync_data().map_err(|e| {
+            io_err(
+                &dir.join(segment::file_name(active_no)),
+                "sync the last segment",
+                e,
+            )
+        })?;
         let mut wal = Wal::at(dir, opts, files, (active_no, active, salt), end.at());
         wal.next_seq = next_seq.unwrap_or(0);
         Ok(wal)
@@ -310,6 +328,8 @@ impl Wal {
             remover: None,
             failed: None,
             buf: Vec::new(),
+            syncer: None,
+            pending: None,
             #[cfg(test)]
             inject_failure: None,
         }
@@ -341,6 +361,39 @@ impl Wal {
         payload: &[u8],
         checkpoint: &dyn Fn() -> Vec<u8>,
     ) -> Result<Pos, WalError> {
+        self.write_frame(payload, checkpoint, None)
+    }
+
+    /// Like [`Wal::write`], but the frame's `fdatasync` runs on the log's sync thread, which
+    /// then calls `synced` with its outcome; this returns once the frame is written (readable,
+    /// not yet durable). Whatever the log writes next waits for that sync first. A failed sync
+    /// stops the log as a failed write does.
+    pub fn write_deferred(
+        &mut self,
+        payload: &[u8],
+        checkpoint: &dyn Fn() -> Vec<u8>,
+        synced: Synced,
+    ) -> Result<Pos, WalError> {
+        self.write_frame(payload, checkpoint, Some(synced))
+    }
+
+    /// Waits for the deferred sync still running, if any; its failure stops the log.
+    pub fn settle(&mut self) -> Result<(), WalError> {
+        if let Some(p) = self.pending.take()
+            && let Err(e) = p.wait()
+        {
+            return Err(self.fail("sync (deferred)", e));
+        }
+        Ok(())
+    }
+
+    fn write_frame(
+        &mut self,
+        payload: &[u8],
+        checkpoint: &dyn Fn() -> Vec<u8>,
+        deferred: Option<Synced>,
+    ) -> Result<Pos, WalError> {
+        self.settle()?;
         if let Some(why) = &self.failed {
             return Err(WalError::Stopped(why.clone()));
         }
@@ -369,7 +422,10 @@ impl Wal {
             body,
         );
         let file = self.active.clone();
-        self.sync_write(&file, start, "append")?;
+        match deferred {
+            None => self.sync_write(&file, start, "append")?,
+            Some(synced) => self.write_then_sync_later(file, start, synced)?,
+        }
         self.end = start + self.buf.len() as u64;
         self.next_seq += 1;
         if self.spare.is_none() && self.end > self.opts.segment_size / 2 {
@@ -393,6 +449,49 @@ impl Wal {
             .write_all_at(&self.buf, at)
             .and_then(|()| file.sync_data());
         res.map_err(|e| self.fail(what, e))
+    }
+
+    /// `pwrite` the frame in `self.buf` at `at`, and give its `fdatasync` to the sync thread.
+    fn write_then_sync_later(
+        &mut self,
+        file: Arc<File>,
+        at: u64,
+        synced: Synced,
+    ) -> Result<(), WalError> {
+        #[cfg(test)]
+        let injected = self.inject_failure.take();
+        #[cfg(not(test))]
+        let injected: Option<io::ErrorKind> = None;
+        if let Err(e) = file.write_all_at(&self.buf, at) {
+            return Err(self.fail("append", e));
+        }
+        if self.syncer.is_none() {
+            self.syncer = start_syncer();
+        }
+        let pending = Pending::default();
+        let job = SyncJob {
+            file,
+            injected,
+            synced,
+            done: pending.clone(),
+        };
+        let job = match &self.syncer {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => {
+                    self.pending = Some(pending);
+                    return Ok(());
+                }
+                Err(std::sync::mpsc::SendError(job)) => {
+                    self.syncer = None;
+                    job
+                }
+            },
+            None => job,
+        };
+        // No sync thread: sync here.
+        job.run();
+        self.pending = Some(pending);
+        self.settle()
     }
 
     /// Stops the log for good after a failed write: every later write fails with this error.
@@ -523,8 +622,82 @@ impl Wal {
     }
 }
 
+/// What a deferred sync reports its outcome to (on the sync thread).
+pub type Synced = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The outcome of a deferred sync, once known (set once, waited for by the log).
+type Outcome = std::sync::Mutex<Option<Result<(), String>>>;
+
+/// The outcome of a deferred sync, once known.
+#[derive(Clone, Default)]
+struct Pending(Arc<(Outcome, std::sync::Condvar)>);
+
+impl Pending {
+    fn set(&self, res: Result<(), String>) {
+        let (m, cv) = &*self.0;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+        cv.notify_all();
+    }
+
+    fn wait(&self) -> io::Result<()> {
+        let (m, cv) = &*self.0;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(res) = g.as_ref() {
+                return res.clone().map_err(io::Error::other);
+            }
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// One `fdatasync` for the sync thread.
+struct SyncJob {
+    file: Arc<File>,
+    /// Tests: the failure to report instead of syncing.
+    injected: Option<io::ErrorKind>,
+    synced: Synced,
+    done: Pending,
+}
+
+impl SyncJob {
+    fn run(self) {
+        let res = match self.injected {
+            Some(kind) => Err(io::Error::from(kind)),
+            None => self.file.sync_data(),
+        }
+        .map_err(|e| e.to_string());
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "a deferred sync of the log failed");
+        }
+        (self.synced)(res.clone());
+        self.done.set(res);
+    }
+}
+
+/// The log's sync thread: runs deferred syncs in order until the log is dropped.
+fn start_syncer() -> Option<std::sync::mpsc::Sender<SyncJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+    std::thread::Builder::new()
+        .name("wal-sync".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job.run();
+            }
+        })
+        .map_err(
+            |e| tracing::warn!(error = %e, "cannot start the log's sync thread; syncing in place"),
+        )
+        .ok()
+        .map(|_| tx)
+}
+
 impl Drop for Wal {
     fn drop(&mut self) {
+        // A deferred sync still running finishes (its caller is told through `synced`).
+        if let Some(p) = self.pending.take() {
+            let _ = p.wait();
+        }
         // Stop a preparation in progress (its file is removed on the next open).
         self.cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -306,3 +306,75 @@ fn stray_files_and_an_unused_spare_are_ignored() {
     assert_eq!(seen.len(), 1);
     assert!(dir.join("notes.txt").exists());
 }
+
+/// What deferred syncs reported, in order.
+type Reports = Arc<std::sync::Mutex<Vec<Result<(), String>>>>;
+
+/// Records what deferred syncs report, in order.
+fn recorder() -> (Reports, impl Fn() -> Synced) {
+    let seen = Reports::default();
+    let s = seen.clone();
+    let make = move || -> Synced {
+        let s = s.clone();
+        Box::new(move |res| s.lock().unwrap().push(res))
+    };
+    (seen, make)
+}
+
+#[test]
+fn deferred_syncs_finish_before_the_next_write_and_across_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let (mut wal, _) = open_collect(&dir, SMALL).unwrap();
+    let (seen, synced) = recorder();
+    // Deferred and plain writes mixed, over several segments (rotations seal a segment
+    // whose last frame's sync was deferred).
+    for i in 0..150 {
+        if i % 3 == 2 {
+            wal.write(&payload(i), &checkpoint).unwrap();
+        } else {
+            wal.write_deferred(&payload(i), &checkpoint, synced())
+                .unwrap();
+        }
+        // Every deferred sync before this write has reported by now.
+        let reported = seen.lock().unwrap().len();
+        let deferred_before = (0..i).filter(|j| j % 3 != 2).count();
+        assert!(
+            reported >= deferred_before,
+            "write {i}: {reported} < {deferred_before}"
+        );
+    }
+    assert!(wal.segments().len() > 2, "{:?}", wal.segments());
+    wal.settle().unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 100);
+    assert!(seen.lock().unwrap().iter().all(|r| r.is_ok()));
+    drop(wal);
+    let (_, seen) = open_collect(&dir, SMALL).unwrap();
+    assert_eq!(strip(&seen), (0..150).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_failed_deferred_sync_stops_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let (mut wal, _) = open_collect(&dir, SMALL).unwrap();
+    let (seen, synced) = recorder();
+    wal.write_deferred(b"good", &no_checkpoint, synced())
+        .unwrap();
+    wal.inject_failure = Some(io::ErrorKind::Other);
+    // The write itself succeeds; its sync, on the sync thread, fails.
+    wal.write_deferred(b"unsynced", &no_checkpoint, synced())
+        .unwrap();
+    let err = wal.write(b"next", &no_checkpoint).unwrap_err();
+    assert!(matches!(err, WalError::Io { .. }), "{err}");
+    let reports = seen.lock().unwrap().clone();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports[0].is_ok() && reports[1].is_err(), "{reports:?}");
+    // Nothing is written after it.
+    let again = wal.write(b"later", &no_checkpoint).unwrap_err();
+    assert!(matches!(again, WalError::Stopped(_)), "{again}");
+    let again = wal
+        .write_deferred(b"later", &no_checkpoint, synced())
+        .unwrap_err();
+    assert!(matches!(again, WalError::Stopped(_)), "{again}");
+}
