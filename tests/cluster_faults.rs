@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use cluster_common::{Nodes, REQ, call_t, initial_cluster, leaves, member};
 use common::Node;
 use common::load::{Acks, Load, LoadSpec};
+use common::rng::Rng;
 use common::{form_encode, probe_ready};
 use proxy::Net;
 
@@ -358,23 +359,14 @@ fn flapping_partitions_lose_no_acknowledged_write() {
         acks: Acks::Trust,
         ..LoadSpec::new("/flap", &addrs)
     });
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-    let mut rnd = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    // The schedule of cuts comes from a seed the test prints (FLAP_SEED replays it).
+    let mut rng = Rng::from_env("FLAP_SEED", "flapping partitions");
     let mut plan = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(12) {
-        let victim = rnd(3) as usize;
-        let cut_ms = 300 + rnd(1200);
-        let heal_ms = 200 + rnd(800);
+        let victim = rng.below(3) as usize;
+        let cut_ms = 300 + rng.below(1200);
+        let heal_ms = 200 + rng.below(800);
         plan.push(format!(
             "cut {} {cut_ms}ms, heal {heal_ms}ms",
             cl.p[victim].name
