@@ -1274,6 +1274,94 @@ fn quorum_reads_on_followers_are_linearizable() {
     eprintln!("{rounds} write/quorum-read rounds in {:?}", start.elapsed());
 }
 
+/// A leader with followers sends its entries before its own sync is done; nothing may act on
+/// an entry before the leader's copy is durable. With the leader's deferred syncs slowed down
+/// to 1 s (a test hook of debug builds), a write through the leader is answered only after
+/// that second, and no follower shows it before then - though both followers hold it on disk
+/// long before. Once answered, every member has it.
+#[test]
+fn nothing_acts_on_an_entry_before_the_leaders_copy_is_durable() {
+    const DELAY: Duration = Duration::from_millis(1000);
+    // Long election timeouts: a leader whose disk stalls for a second sends no commit index
+    // meanwhile (heartbeats included), which must not cost it its leadership here.
+    const SLOW_ELECTIONS: [&str; 2] = ["--election-timeout", "5000"];
+    let mut first = member("node1")
+        .args(&SLOW_ELECTIONS)
+        .env(
+            "TEST_DEFERRED_SYNC_DELAY_MS",
+            &DELAY.as_millis().to_string(),
+        )
+        .prepare();
+    first.spawn();
+    first.wait_ready_within(Duration::from_secs(20));
+    let join = first.peer.clone();
+    let mut cl = Cluster { p: vec![first] };
+    for i in 2..=3 {
+        let mut p = member(&format!("node{i}"))
+            .args(&SLOW_ELECTIONS)
+            .args(&["-C", join.as_str()])
+            .prepare();
+        p.spawn();
+        cl.p.push(p);
+    }
+    for i in 1..3 {
+        cl.p[i].wait_ready_within(Duration::from_secs(30));
+    }
+    cl.wait_views(&[0, 1, 2], &[0, 1, 2], Duration::from_secs(20));
+    // node1 leads (the others joined it) and is the only one whose syncs are slow. Its
+    // deferral starts once it has seen the other voters (looked at twice a second).
+    let (l, _) = cl.leader(&[0, 1, 2], Duration::from_secs(10));
+    ensure!(cl, l == 0, "{} leads, not node1", cl.p[l].name);
+    thread::sleep(Duration::from_millis(1200));
+
+    for round in 0..3 {
+        let value = format!("v{round}");
+        let addr = cl.addr(0).to_string();
+        let sent = Instant::now();
+        let body = form_encode(&[("value", &value)]);
+        let writer = thread::spawn(move || call_t(&addr, "PUT", "/v2/keys/gated", &body, REQ));
+        // While the leader's sync is pending, the followers must not have applied it.
+        thread::sleep(DELAY / 3);
+        for f in [1, 2] {
+            let g = cl.get(f, "/v2/keys/gated");
+            let seen = parse(&g)
+                .ok()
+                .and_then(|v| v["node"]["value"].as_str().map(String::from));
+            ensure!(
+                cl,
+                seen.as_deref() != Some(value.as_str()) || sent.elapsed() >= DELAY,
+                "round {round}: {} applied {value} {:?} after it was sent, before the leader's \
+                 copy was durable",
+                cl.p[f].name,
+                sent.elapsed()
+            );
+        }
+        let r = writer
+            .join()
+            .expect("writer thread")
+            .unwrap_or_else(|e| fail!(cl, "round {round}: the write failed: {e}"));
+        let took = sent.elapsed();
+        ensure!(
+            cl,
+            r.status / 100 == 2,
+            "round {round}: {} {}",
+            r.status,
+            r.body
+        );
+        ensure!(
+            cl,
+            took >= DELAY,
+            "round {round}: answered after {took:?}, before the leader's sync ({DELAY:?})"
+        );
+        let (body, _) = cl.converge(&[0, 1, 2], "/gated", Duration::from_secs(10));
+        ensure!(
+            cl,
+            body.contains(&format!("\"value\":\"{value}\"")),
+            "round {round}: {body}"
+        );
+    }
+}
+
 /// Check that every acknowledged write is in a recursive listing body.
 fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]) {
     let have = leaves(body).unwrap_or_else(|e| fail!(cl, "{e}"));

@@ -660,8 +660,24 @@ struct SyncJob {
     done: Pending,
 }
 
+/// Debug builds only, for the cluster tests: `TEST_DEFERRED_SYNC_DELAY_MS` slows every
+/// deferred sync down, so a test can look at a cluster while a leader's copy of an entry is
+/// not yet durable.
+#[cfg(debug_assertions)]
+fn test_sync_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var("TEST_DEFERRED_SYNC_DELAY_MS").ok()?;
+        Some(std::time::Duration::from_millis(ms.parse().ok()?))
+    })
+}
+
 impl SyncJob {
     fn run(self) {
+        #[cfg(debug_assertions)]
+        if let Some(d) = test_sync_delay() {
+            std::thread::sleep(d);
+        }
         let res = match self.injected {
             Some(kind) => Err(io::Error::from(kind)),
             None => self.file.sync_data(),
