@@ -415,9 +415,6 @@ pub async fn run(
     }
 }
 
-/// Resolves when Raft's core has stopped by itself (a fatal error, such as a snapshot that
-/// could not be saved on a full disk): the node can then commit nothing more, so it must stop
-/// rather than answer every write with "no leader" forever.
 /// Tell the log whether the cluster has voters besides this node (whether a leader's append
 /// may defer its sync): looked at twice a second, as a change of membership is rare and a
 /// late answer only costs speed for a moment.
@@ -436,6 +433,9 @@ async fn track_voters(raft: Raft, log: LogStore) {
     }
 }
 
+/// Resolves when Raft's core has stopped by itself (a fatal error, such as a snapshot that
+/// could not be saved on a full disk): the node can then commit nothing more, so it must stop
+/// rather than answer every write with "no leader" forever.
 async fn raft_stopped(raft: &Raft) -> String {
     // Looked at twice a second rather than on every change of the metrics: those change with
     // every write, and a task woken per write costs a sequential writer ~20% (measured).

@@ -26,6 +26,7 @@ use cluster_common::{
 };
 use common::Node;
 use common::load::{Load, LoadSpec};
+use common::node::NodeBuilder;
 use common::{Resp, form_encode};
 
 // ---------------------------------------------------------------------------------------
@@ -49,7 +50,16 @@ impl Cluster {
     /// `n` v0.1-style nodes: node1 alone, then the others with `-C <node1 peer>`, started
     /// together. Waits until every node is ready and all agree on the membership.
     fn v01(n: usize, extra: &[&str]) -> Cluster {
-        let mut first = member("node1").args(extra).prepare();
+        Cluster::v01_with(n, extra, |_, b| b)
+    }
+
+    /// Like [`Cluster::v01`], with `each(i, builder)` adding to member `i`'s settings.
+    fn v01_with(
+        n: usize,
+        extra: &[&str],
+        each: impl Fn(usize, NodeBuilder) -> NodeBuilder,
+    ) -> Cluster {
+        let mut first = each(0, member("node1").args(extra)).prepare();
         first.spawn();
         first.wait_ready_within(Duration::from_secs(20));
         let join = first.peer.clone();
@@ -57,7 +67,7 @@ impl Cluster {
         for i in 2..=n {
             let mut args = extra.to_vec();
             args.extend(["-C", join.as_str()]);
-            let mut p = member(&format!("node{i}")).args(&args).prepare();
+            let mut p = each(i - 1, member(&format!("node{i}")).args(&args)).prepare();
             p.spawn();
             cl.p.push(p);
         }
@@ -1285,29 +1295,16 @@ fn nothing_acts_on_an_entry_before_the_leaders_copy_is_durable() {
     // Long election timeouts: a leader whose disk stalls for a second sends no commit index
     // meanwhile (heartbeats included), which must not cost it its leadership here.
     const SLOW_ELECTIONS: [&str; 2] = ["--election-timeout", "5000"];
-    let mut first = member("node1")
-        .args(&SLOW_ELECTIONS)
-        .env(
-            "TEST_DEFERRED_SYNC_DELAY_MS",
-            &DELAY.as_millis().to_string(),
-        )
-        .prepare();
-    first.spawn();
-    first.wait_ready_within(Duration::from_secs(20));
-    let join = first.peer.clone();
-    let mut cl = Cluster { p: vec![first] };
-    for i in 2..=3 {
-        let mut p = member(&format!("node{i}"))
-            .args(&SLOW_ELECTIONS)
-            .args(&["-C", join.as_str()])
-            .prepare();
-        p.spawn();
-        cl.p.push(p);
-    }
-    for i in 1..3 {
-        cl.p[i].wait_ready_within(Duration::from_secs(30));
-    }
-    cl.wait_views(&[0, 1, 2], &[0, 1, 2], Duration::from_secs(20));
+    let cl = Cluster::v01_with(3, &SLOW_ELECTIONS, |i, b| {
+        if i == 0 {
+            b.env(
+                "TEST_DEFERRED_SYNC_DELAY_MS",
+                &DELAY.as_millis().to_string(),
+            )
+        } else {
+            b
+        }
+    });
     // node1 leads (the others joined it) and is the only one whose syncs are slow. Its
     // deferral starts once it has seen the other voters (looked at twice a second).
     let (l, _) = cl.leader(&[0, 1, 2], Duration::from_secs(10));

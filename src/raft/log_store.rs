@@ -250,7 +250,7 @@ impl Durable {
 #[derive(Default)]
 struct Deferral {
     /// This node's id, once the server allows deferring (tests never do).
-    me: Mutex<Option<NodeId>>,
+    me: std::sync::OnceLock<NodeId>,
     /// Whether the cluster has other voters (a hint, kept by the server).
     replicated: std::sync::atomic::AtomicBool,
 }
@@ -327,7 +327,7 @@ impl LogStore {
     /// Let `append` defer the sync of this node's own entries while it leads a cluster with
     /// other voters (see the module docs); `me` is this node's id.
     pub fn defer_syncs_when_leading(&self, me: NodeId) {
-        *self.deferral.me.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+        let _ = self.deferral.me.set(me);
     }
 
     /// Whether the cluster has voters besides this node (a hint: a wrong one costs speed,
@@ -364,7 +364,7 @@ impl LogStore {
         {
             return false;
         }
-        let Some(me) = *self.deferral.me.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(&me) = self.deferral.me.get() else {
             return false;
         };
         self.shared
@@ -552,12 +552,17 @@ impl Writer {
         let mut payload = Vec::new();
         record(&mut payload, tag, body);
         self.committed_record(&mut payload);
-        self.write(&payload)
+        self.write(&payload, None)
     }
 
-    fn write(&mut self, payload: &[u8]) -> Result<Pos, WalError> {
+    /// Writes one frame; with `synced`, its sync is deferred (see [`Wal::write_deferred`]).
+    fn write(&mut self, payload: &[u8], synced: Option<Synced>) -> Result<Pos, WalError> {
         let checkpoint = self.checkpoint();
-        let res = self.wal.write(payload, &|| checkpoint.clone());
+        let checkpoint = || checkpoint.clone();
+        let res = match synced {
+            None => self.wal.write(payload, &checkpoint),
+            Some(synced) => self.wal.write_deferred(payload, &checkpoint, synced),
+        };
         if let Err(e) = &res {
             self.shared.failure.send_replace(Some(e.to_string()));
         }
@@ -571,19 +576,7 @@ impl Writer {
         synced: Option<Synced>,
     ) -> Result<(), WalError> {
         self.committed_record(&mut payload);
-        let pos = match synced {
-            None => self.write(&payload)?,
-            Some(synced) => {
-                let checkpoint = self.checkpoint();
-                let res = self
-                    .wal
-                    .write_deferred(&payload, &|| checkpoint.clone(), synced);
-                if let Err(e) = &res {
-                    self.shared.failure.send_replace(Some(e.to_string()));
-                }
-                res?
-            }
-        };
+        let pos = self.write(&payload, synced)?;
         if let Some(max) = entries.iter().map(|e| e.0.index).max() {
             let m = self.seg_max.entry(pos.segment).or_insert(0);
             *m = (*m).max(max);
@@ -734,7 +727,7 @@ impl LogStore {
                 writer.append(payload, &entries, deferred)
             });
         drop(writer);
-        // Nothing was deferred (no entries): report the outcome now.
+        // Not handed to the log (no entries, or an earlier part failed): report it now.
         if let Some(synced) = synced {
             synced(res.clone().map_err(|e| e.to_string()));
         }

@@ -83,6 +83,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// Apply an entry only once `durable` has reached it.
+    pub fn apply_when_durable(&mut self, durable: Durable) {
+        self.durable = Some(durable);
+    }
+
     /// Open the state machine, loading the last snapshot saved in `disk` if there is one.
     /// Blocking.
     pub fn open(
@@ -172,13 +177,6 @@ async fn in_background<T: Send + 'static>(
         .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
     rx.await
         .unwrap_or_else(|_| Err("the snapshot thread failed".into()))
-}
-
-impl StateMachine {
-    /// Apply an entry only once `durable` has reached it.
-    pub fn apply_when_durable(&mut self, durable: Durable) {
-        self.durable = Some(durable);
-    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
