@@ -378,3 +378,169 @@ fn a_failed_deferred_sync_stops_the_log() {
         .unwrap_err();
     assert!(matches!(again, WalError::Stopped(_)), "{again}");
 }
+
+/// Frames of every size, small ones and ones larger than a zero-fill chunk, written across
+/// many chunk boundaries of a first segment (only allocated), with a reopen in the middle
+/// and deferred syncs: the zeros written ahead never land on a frame.
+#[test]
+fn zeros_written_ahead_never_cover_a_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let opts = Options {
+        segment_size: 8 * ZERO_AHEAD,
+    };
+    let sizes = |i: usize| match i % 5 {
+        0 => ZERO_AHEAD as usize + 1000 + i,
+        1 => 4000 + i,
+        _ => 10 + i,
+    };
+    let body = |i: usize| {
+        let mut p = format!("frame {i}:").into_bytes();
+        p.resize(sizes(i), b'a' + (i % 26) as u8);
+        p
+    };
+    let mut written = Vec::new();
+    {
+        let (mut wal, _) = open_collect(&dir, opts).unwrap();
+        for i in 0..12 {
+            written.push((wal.write(&body(i), &checkpoint).unwrap(), body(i)));
+        }
+    }
+    // Reopened: it only knows the space up to the last frame is written.
+    let (mut wal, seen) = open_collect(&dir, opts).unwrap();
+    assert_eq!(
+        strip(&seen),
+        written.iter().map(|w| w.1.clone()).collect::<Vec<_>>()
+    );
+    let (reports, synced) = recorder();
+    for i in 12..60 {
+        let pos = if i % 2 == 0 {
+            wal.write_deferred(&body(i), &checkpoint, synced()).unwrap()
+        } else {
+            wal.write(&body(i), &checkpoint).unwrap()
+        };
+        written.push((pos, body(i)));
+    }
+    assert!(
+        wal.active_segment() >= 1,
+        "the writes should have crossed into a new segment"
+    );
+    let reader = wal.reader();
+    wal.settle().unwrap();
+    assert!(reports.lock().unwrap().iter().all(Result::is_ok));
+    for (pos, p) in &written {
+        assert_eq!(&reader.read(*pos, p.len()).unwrap(), p);
+    }
+    drop(wal);
+    let (_, seen) = open_collect(&dir, opts).unwrap();
+    assert_eq!(
+        strip(&seen),
+        written.iter().map(|w| w.1.clone()).collect::<Vec<_>>()
+    );
+}
+
+/// `(offset, length, unwritten)` of a file's extents, from the FIEMAP ioctl.
+fn extents(file: &File) -> Vec<(u64, u64, bool)> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const MAX: usize = 64;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped: u32,
+        count: u32,
+        reserved: u32,
+        extents: [Extent; MAX],
+    }
+    let mut map = Map {
+        start: 0,
+        length: u64::MAX,
+        flags: FIEMAP_FLAG_SYNC,
+        mapped: 0,
+        count: MAX as u32,
+        reserved: 0,
+        extents: [Extent::default(); MAX],
+    };
+    // SAFETY: the kernel writes at most `count` extents into the buffer we own.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Map) };
+    assert_eq!(rc, 0, "FIEMAP: {}", io::Error::last_os_error());
+    map.extents[..map.mapped as usize]
+        .iter()
+        .map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0))
+        .collect()
+}
+
+/// Is every byte of `from..to` in a written extent (`Some(true)`), in an unwritten one
+/// (`Some(false)`), or mixed / unmapped (`None`)?
+fn written(exts: &[(u64, u64, bool)], from: u64, to: u64) -> Option<bool> {
+    let mut at = from;
+    let mut kind = None;
+    for &(start, len, unwritten) in exts {
+        if start + len <= at || start >= to {
+            continue;
+        }
+        if start > at || kind.is_some_and(|k| k == unwritten) {
+            return None;
+        }
+        kind = Some(!unwritten);
+        at = start + len;
+    }
+    if at < to { None } else { kind }
+}
+
+/// The first segment is only allocated (instant to make), so the log writes zeros ahead of
+/// its frames: every frame then sits in space already written, and its `fdatasync` has no
+/// extent change to write. Checked on the file system the build runs on (it must be one
+/// that allocates space as unwritten extents, as ext4 and XFS do).
+#[test]
+fn frames_of_an_allocated_segment_land_in_written_space() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let dir = tmp.path().join("wal");
+    let opts = Options {
+        segment_size: 8 * ZERO_AHEAD,
+    };
+    let (mut wal, _) = open_collect(&dir, opts).unwrap();
+    let seg = File::open(segment_path(&dir, 0)).unwrap();
+    assert_eq!(
+        written(&extents(&seg), ZERO_AHEAD, opts.segment_size),
+        Some(false),
+        "a new first segment should be allocated, not written: {:?}",
+        extents(&seg)
+    );
+    for i in 0..20 {
+        wal.write(&payload(i), &no_checkpoint).unwrap();
+    }
+    let exts = extents(&seg);
+    assert_eq!(written(&exts, 0, ZERO_AHEAD), Some(true), "{exts:?}");
+    assert_eq!(
+        written(&exts, ZERO_AHEAD, opts.segment_size),
+        Some(false),
+        "{exts:?}"
+    );
+    // A frame larger than a chunk: the zeros reach past its end, to a chunk boundary.
+    let big = vec![7u8; ZERO_AHEAD as usize + 10];
+    let pos = wal.write(&big, &no_checkpoint).unwrap();
+    let end = pos.offset + big.len() as u64;
+    let exts = extents(&seg);
+    let to = end.div_ceil(ZERO_AHEAD) * ZERO_AHEAD;
+    assert_eq!(written(&exts, 0, to), Some(true), "{exts:?}");
+    assert_eq!(
+        written(&exts, to, opts.segment_size),
+        Some(false),
+        "{exts:?}"
+    );
+}
