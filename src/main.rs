@@ -12,7 +12,21 @@ use etcd::api::VERSION;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use etcd::config::{self, Parsed};
 
+/// Opts this process out of transparent huge pages. mimalloc asks for them, and under write
+/// load the kernel then spent ~10% of the CPU (15% on a follower) zeroing fresh 2 MiB pages,
+/// many of them again after mimalloc had handed part of one back (profiled: page faults in
+/// `mi_page_free_list_extend`, `clear_page_erms`). Without them, A/B on this machine: 3-node
+/// clusters ~8% more writes/s at 64 and 256 connections, a single node ~3-6%; reads and a
+/// restart with 1M keys are unchanged, and resident memory is a little lower.
+fn no_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match config::parse(&args, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Run(cfg)) => cfg,
