@@ -13,11 +13,20 @@
 //!   that may have reached a member before it failed is retried elsewhere only when it is a
 //!   read; a write then answers error 300 with "may or may not have been applied", as a member
 //!   does when it loses its leader mid-write.
+//! * **Its member list survives a restart.** After each member list it learns, the proxy
+//!   saves the cluster's peer URLs in `<data-dir>/proxy/cluster` (etcd 2.x's file and
+//!   format: `{"PeerURLs":[...]}`, written to `cluster.bak`, synced, renamed). A proxy that
+//!   starts with that file uses it instead of `--initial-cluster` or `--discovery` (a
+//!   discovery URL is then ignored with a warning), so it still finds the cluster after the
+//!   members named on its command line are gone. A file it cannot read or parse stops the
+//!   start with one line naming it.
 //! * **Errors** (etcd's): no member known or reachable: `503 {"message":"proxy: zero
 //!   endpoints currently available"}`; every member failed: `502 {"message":"proxy: unable to
 //!   get response from N endpoint(s)"}`; `readonly` answers anything but GET with an empty
 //!   `501`.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,7 +38,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderName};
 use hyper::{HeaderMap, Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Config, ProxyMode};
@@ -51,6 +60,107 @@ struct Endpoint {
     failed_until: Option<Instant>,
 }
 
+/// What `<data-dir>/proxy/cluster` holds (etcd 2.x's field name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SavedCluster {
+    #[serde(rename = "PeerURLs")]
+    peer_urls: Vec<String>,
+}
+
+/// The proxy's copy of the member list on disk (see the module docs).
+struct ClusterFile {
+    path: PathBuf,
+    /// What the file holds now (written or read), so an unchanged list is not written again.
+    saved: Mutex<Option<Vec<String>>>,
+}
+
+impl ClusterFile {
+    /// Makes `<data_dir>/proxy` (owner only, as etcd) and reads the file if there is one.
+    fn open(data_dir: &Path) -> Result<(ClusterFile, Option<Vec<String>>)> {
+        let dir = data_dir.join("proxy");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::Io(format!(
+                    "cannot create the proxy directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        let path = dir.join("cluster");
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let c: SavedCluster = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Io(format!(
+                        "the proxy's cluster file {} is damaged ({e}); remove it to start from \
+                         --initial-cluster or --discovery again",
+                        path.display()
+                    ))
+                })?;
+                let mut peers = c.peer_urls;
+                peers.sort();
+                peers.dedup();
+                Some(peers).filter(|u| !u.is_empty())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::Io(format!(
+                    "cannot read the proxy's cluster file {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let file = ClusterFile {
+            path,
+            saved: Mutex::new(saved.clone()),
+        };
+        Ok((file, saved))
+    }
+
+    /// Saves `peer_urls` unless the file holds them already: `cluster.bak`, synced, renamed
+    /// over `cluster`. A failure is logged; the proxy goes on with what it knows.
+    async fn save(&self, mut peer_urls: Vec<String>) {
+        peer_urls.sort();
+        peer_urls.dedup();
+        if peer_urls.is_empty() || lock(&self.saved).as_ref() == Some(&peer_urls) {
+            return;
+        }
+        let path = self.path.clone();
+        let body = SavedCluster {
+            peer_urls: peer_urls.clone(),
+        };
+        let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let bak = path.with_extension("bak");
+            let bytes = serde_json::to_vec(&body).map_err(std::io::Error::other)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&bak)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&bak, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match write {
+            Ok(()) => {
+                tracing::info!(path = %self.path.display(), peers = ?peer_urls, "proxy: saved the member list");
+                *lock(&self.saved) = Some(peer_urls);
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "proxy: cannot save the member list")
+            }
+        }
+    }
+}
+
 struct Proxy {
     readonly: bool,
     /// For the members' client URLs.
@@ -64,6 +174,7 @@ struct Proxy {
     failure_wait: Duration,
     /// This proxy's own client URL, never forwarded to (a member advertising it would loop).
     own_url: String,
+    cluster_file: ClusterFile,
 }
 
 /// Run a proxy until `shutdown` resolves.
@@ -80,16 +191,30 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                 cfg.client_listen
             ))
         })?;
-    let mut peer_urls: Vec<String> = cfg.initial_cluster.iter().map(|(_, u)| u.clone()).collect();
-    if peer_urls.is_empty()
-        && let Some(url) = &cfg.discovery
-    {
-        peer_urls = crate::discovery::cluster(url)
-            .await?
-            .into_iter()
-            .map(|(_, u)| u)
-            .collect();
-    }
+    let (cluster_file, saved) = ClusterFile::open(&cfg.data_dir)?;
+    let peer_urls = match saved {
+        Some(saved) => {
+            if cfg.discovery.is_some() {
+                tracing::warn!(path = %cluster_file.path.display(), "proxy: --discovery ignored: this proxy has a member list from an earlier run");
+            }
+            tracing::info!(path = %cluster_file.path.display(), peers = ?saved, "proxy: using the member list saved by an earlier run");
+            saved
+        }
+        None => {
+            let mut peer_urls: Vec<String> =
+                cfg.initial_cluster.iter().map(|(_, u)| u.clone()).collect();
+            if peer_urls.is_empty()
+                && let Some(url) = &cfg.discovery
+            {
+                peer_urls = crate::discovery::cluster(url)
+                    .await?
+                    .into_iter()
+                    .map(|(_, u)| u)
+                    .collect();
+            }
+            peer_urls
+        }
+    };
     let proxy = Arc::new(Proxy {
         readonly: cfg.proxy == ProxyMode::ReadOnly,
         client: HttpClient::new(client_tls, Duration::from_secs(1)),
@@ -99,6 +224,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         next: AtomicUsize::new(0),
         failure_wait: Duration::from_millis(cfg.proxy_failure_wait_ms),
         own_url: cfg.client_url.trim_end_matches('/').to_string(),
+        cluster_file,
     });
     tracing::info!(
         listen = %cfg.client_listen,
@@ -166,6 +292,8 @@ impl Proxy {
                 }
             };
             self.set_members(&members);
+            let peers = members.iter().flat_map(|m| m.peer_urls.iter().cloned());
+            self.cluster_file.save(peers.collect()).await;
             return true;
         }
         tracing::warn!(peers = ?peers, "proxy: no member answered for the member list");

@@ -2803,6 +2803,8 @@ fn proxy_forwards_fails_over_and_streams_watches() {
         "-v".into(),
         "--proxy".into(),
         "on".into(),
+        "--data-dir".into(),
+        proxy.data_dir().to_string_lossy().into_owned(),
         "--listen-client-urls".into(),
         proxy.client_url(),
         "--initial-cluster".into(),
@@ -2908,6 +2910,8 @@ fn proxy_forwards_fails_over_and_streams_watches() {
     ro.args = vec![
         "--proxy".into(),
         "readonly".into(),
+        "--data-dir".into(),
+        ro.data_dir().to_string_lossy().into_owned(),
         "--listen-client-urls".into(),
         ro.client_url(),
         "--initial-cluster".into(),
@@ -2959,4 +2963,137 @@ fn proxy_forwards_fails_over_and_streams_watches() {
     );
     proxy.stop_with("TERM", TERM_WAIT);
     ro.stop_with("TERM", TERM_WAIT);
+}
+
+/// The peer URLs in a proxy's `<data-dir>/proxy/cluster`, sorted.
+fn saved_peers(file: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{text}: {e}"))?;
+    let mut peers: Vec<String> = v["PeerURLs"]
+        .as_array()
+        .ok_or_else(|| format!("no PeerURLs list: {text}"))?
+        .iter()
+        .map(|u| u.as_str().unwrap_or("?").to_string())
+        .collect();
+    peers.sort();
+    Ok(peers)
+}
+
+/// A proxy keeps the member list it learns in `<data-dir>/proxy/cluster` (etcd 2.x's file,
+/// `{"PeerURLs":[...]}`, owner-only): restarted after the only member its command line names
+/// has been removed, it still reaches the cluster through the saved list, and brings the file
+/// up to date. A damaged file stops it with one line naming the file.
+#[test]
+fn a_restarted_proxy_finds_the_cluster_through_its_saved_member_list() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cl = Cluster::v01(3, &[]);
+    let mut proxy = member("proxy").prepare();
+    let data = proxy.data_dir();
+    proxy.args = vec![
+        "-v".into(),
+        "--proxy".into(),
+        "on".into(),
+        "--data-dir".into(),
+        data.to_string_lossy().into_owned(),
+        "--listen-client-urls".into(),
+        proxy.client_url(),
+        // Only the first member: the proxy learns the others from it.
+        "--initial-cluster".into(),
+        format!("{}={}", cl.p[0].name, cl.p[0].peer_url()),
+        "--proxy-failure-wait".into(),
+        "1000".into(),
+    ];
+    proxy.spawn();
+    proxy.wait_ready_within(Duration::from_secs(20));
+    let file = data.join("proxy").join("cluster");
+    let mut all: Vec<String> = cl.p.iter().map(|p| p.peer_url()).collect();
+    all.sort();
+    cl.poll(Duration::from_secs(10), "the saved member list", || {
+        let peers = saved_peers(&file)?;
+        if peers == all {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    ensure!(cl, mode(&file) == 0o600, "file mode {:o}", mode(&file));
+    let dir = file.parent().unwrap();
+    ensure!(cl, mode(dir) == 0o700, "dir mode {:o}", mode(dir));
+    let st = proxy.stop_with("TERM", TERM_WAIT);
+    ensure!(cl, st.success(), "{st:?}");
+
+    // Remove the member the command line names; it shuts itself down.
+    let members = parse(&cl.get(1, "/v2/members")).unwrap();
+    let id = members["members"]
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["name"] == cl.p[0].name.as_str()))
+        .and_then(|m| m["id"].as_str())
+        .unwrap_or_else(|| panic!("{} not in {members}", cl.p[0].name))
+        .to_string();
+    let r = cl.req(1, "DELETE", &format!("/v2/members/{id}"), &[], "");
+    ensure!(cl, r.status == 204, "remove {id}: {} {}", r.status, r.body);
+    let gone = cl.p[0].wait_exit(Duration::from_secs(20));
+    ensure!(cl, gone.is_some(), "the removed member is still running");
+
+    // Restarted with the same command line: the saved list leads it to the others.
+    proxy.spawn();
+    proxy.wait_ready_within(Duration::from_secs(20));
+    let pa = proxy.client.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = common::put_form(&pa, "/v2/keys/px/saved", &[("value", "1")]);
+        if r.status == 201 {
+            break;
+        }
+        ensure!(
+            cl,
+            Instant::now() < deadline,
+            "write through the restarted proxy: {} {}",
+            r.status,
+            r.body
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = proxy.stderr();
+    ensure!(
+        cl,
+        log.contains("using the member list saved by an earlier run"),
+        "{}",
+        proxy.tail(20)
+    );
+    let mut rest: Vec<String> = cl.p[1..].iter().map(|p| p.peer_url()).collect();
+    rest.sort();
+    cl.poll(
+        Duration::from_secs(10),
+        "the saved list without the removed member",
+        || {
+            let peers = saved_peers(&file)?;
+            if peers == rest {
+                Ok(())
+            } else {
+                Err(format!("{peers:?}"))
+            }
+        },
+    );
+    let st = proxy.stop_with("TERM", TERM_WAIT);
+    ensure!(cl, st.success(), "{st:?}");
+
+    // A damaged file: exit 1, one line that names it.
+    std::fs::write(&file, "{not json").unwrap();
+    proxy.spawn();
+    let st = proxy.wait_exit(Duration::from_secs(10));
+    ensure!(
+        cl,
+        st.is_some_and(|s| s.code() == Some(1)),
+        "{st:?}\n{}",
+        proxy.tail(10)
+    );
+    let log = proxy.stderr();
+    let last = log.lines().last().unwrap_or("");
+    ensure!(
+        cl,
+        last.contains(file.to_string_lossy().as_ref()) && last.contains("damaged"),
+        "{log}"
+    );
 }
