@@ -165,11 +165,30 @@ fn listen_after_restart(
     }
 }
 
-/// Write `info` atomically (a temp file renamed over it).
+/// Write `info` atomically (see [`replace_file`]).
 fn write_info(path: &Path, info: &Info) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, info.to_pretty())?;
-    std::fs::rename(&tmp, path)
+    replace_file(path, &path.with_extension("tmp"), &info.to_pretty(), 0o666)
+}
+
+/// Replace the file at `path` with `bytes` so that a crash leaves either the old or the new
+/// one whole: write them to `tmp` (created with `mode`, less the umask), sync it, rename it
+/// over `path`, sync the directory. Blocking.
+pub fn replace_file(path: &Path, tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The lock file that keeps two servers out of one data directory.

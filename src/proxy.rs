@@ -25,7 +25,7 @@
 //!   get response from N endpoint(s)"}`; `readonly` answers anything but GET with an empty
 //!   `501`.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,10 +98,7 @@ impl ClusterFile {
                         path.display()
                     ))
                 })?;
-                let mut peers = c.peer_urls;
-                peers.sort();
-                peers.dedup();
-                Some(peers).filter(|u| !u.is_empty())
+                Some(sorted(c.peer_urls)).filter(|u| !u.is_empty())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
@@ -120,9 +117,8 @@ impl ClusterFile {
 
     /// Saves `peer_urls` unless the file holds them already: `cluster.bak`, synced, renamed
     /// over `cluster`. A failure is logged; the proxy goes on with what it knows.
-    async fn save(&self, mut peer_urls: Vec<String>) {
-        peer_urls.sort();
-        peer_urls.dedup();
+    async fn save(&self, peer_urls: Vec<String>) {
+        let peer_urls = sorted(peer_urls);
         if peer_urls.is_empty() || lock(&self.saved).as_ref() == Some(&peer_urls) {
             return;
         }
@@ -131,21 +127,8 @@ impl ClusterFile {
             peer_urls: peer_urls.clone(),
         };
         let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let bak = path.with_extension("bak");
             let bytes = serde_json::to_vec(&body).map_err(std::io::Error::other)?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&bak)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&bak, &path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
+            crate::data_dir::replace_file(&path, &path.with_extension("bak"), &bytes, 0o600)
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -159,6 +142,13 @@ impl ClusterFile {
             }
         }
     }
+}
+
+/// `urls` in order, each once (how the file holds them, so lists compare).
+fn sorted(mut urls: Vec<String>) -> Vec<String> {
+    urls.sort();
+    urls.dedup();
+    urls
 }
 
 struct Proxy {

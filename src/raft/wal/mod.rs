@@ -460,9 +460,10 @@ impl Wal {
             return Ok(());
         }
         static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
+        // `need` never passes the segment's end (a frame that would is written after a
+        // rotation), so neither does `to`.
         let to = (need.div_ceil(ZERO_AHEAD) * ZERO_AHEAD).min(self.opts.segment_size);
-        let from = self.zeroed;
-        let mut at = from;
+        let mut at = self.zeroed;
         while at < to {
             let n = (to - at).min(ZERO_AHEAD) as usize;
             if let Err(e) = file.write_all_at(&ZEROS[..n], at) {
@@ -470,7 +471,7 @@ impl Wal {
             }
             at += n as u64;
         }
-        self.zeroed = to.max(need);
+        self.zeroed = to;
         Ok(())
     }
 
