@@ -368,7 +368,7 @@ async fn hash_password(password: Vec<u8>) -> Option<String> {
 
 fn with_cluster(st: &AppState, mut r: Response) -> Response {
     r.headers_mut()
-        .insert("x-etcd-cluster-id", st.cluster_id_header());
+        .insert(response::X_ETCD_CLUSTER_ID, st.cluster_id_header());
     r
 }
 

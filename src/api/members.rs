@@ -36,7 +36,7 @@ fn member_json(id: u64, m: &crate::raft::types::Member) -> MemberJson {
 
 fn with_cluster(st: &AppRef, mut r: Response) -> Response {
     r.headers_mut()
-        .insert("x-etcd-cluster-id", st.cluster_id_header());
+        .insert(response::X_ETCD_CLUSTER_ID, st.cluster_id_header());
     r
 }
 

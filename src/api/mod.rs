@@ -142,7 +142,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
         {
             let mut r = response::text(405, "Method Not Allowed\n");
             r.headers_mut()
-                .insert("x-etcd-cluster-id", st.cluster_id_header());
+                .insert(response::X_ETCD_CLUSTER_ID, st.cluster_id_header());
             r
         }
         "/v2/members" | "/v2/members/" => members::v2_members(st, req.method()),

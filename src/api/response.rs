@@ -7,7 +7,7 @@
 //!   message and the HTTP status of the v2 mapping.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
 
@@ -16,6 +16,12 @@ use crate::go::go_json;
 
 pub const JSON: &str = "application/json";
 pub const TEXT: &str = "text/plain; charset=utf-8";
+
+// etcd's own headers, as constants: a `&str` name is parsed again on every insert.
+pub const X_ETCD_INDEX: HeaderName = HeaderName::from_static("x-etcd-index");
+pub const X_RAFT_INDEX: HeaderName = HeaderName::from_static("x-raft-index");
+pub const X_RAFT_TERM: HeaderName = HeaderName::from_static("x-raft-term");
+pub const X_ETCD_CLUSTER_ID: HeaderName = HeaderName::from_static("x-etcd-cluster-id");
 
 pub fn with_body(
     status: u16,
@@ -130,7 +136,7 @@ pub fn v2_error(e: &EtcdError) -> Response {
     };
     let mut r = json(e.code.http_status(), go_json(&body) + "\n");
     r.headers_mut()
-        .insert("x-etcd-index", HeaderValue::from(e.index));
+        .insert(X_ETCD_INDEX, HeaderValue::from(e.index));
     r
 }
 

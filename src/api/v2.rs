@@ -79,7 +79,8 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     }
     let cluster = st.cluster_id_header();
     let with_cluster = |mut r: Response| {
-        r.headers_mut().insert("x-etcd-cluster-id", cluster.clone());
+        r.headers_mut()
+            .insert(response::X_ETCD_CLUSTER_ID, cluster.clone());
         r
     };
     let key = path::clean(url_key);
@@ -268,9 +269,9 @@ fn delete_command(kr: &KeyRequest) -> Command {
 
 fn raft_headers(r: &mut Response, etcd_index: u64, raft_index: u64, raft_term: u64) {
     let h = r.headers_mut();
-    h.insert("x-etcd-index", HeaderValue::from(etcd_index));
-    h.insert("x-raft-index", HeaderValue::from(raft_index));
-    h.insert("x-raft-term", HeaderValue::from(raft_term));
+    h.insert(response::X_ETCD_INDEX, HeaderValue::from(etcd_index));
+    h.insert(response::X_RAFT_INDEX, HeaderValue::from(raft_index));
+    h.insert(response::X_RAFT_TERM, HeaderValue::from(raft_term));
 }
 
 async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
