@@ -16,6 +16,7 @@
 //! * On start-up the last saved snapshot is loaded; openraft then re-applies the committed
 //!   log tail on top of it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -48,6 +49,11 @@ pub struct Replica {
     snapshot_every: u64,
     /// Signalled when that many writes were applied since the last snapshot.
     pub snapshot_due: tokio::sync::Notify,
+    /// Whether `/v2/auth` is enabled in the applied state, readable without the lock: every
+    /// request asks, and with auth off (the usual case) none of them need wait for an apply.
+    /// Set under the write lock after every change, so a request that starts after a change
+    /// was answered sees it.
+    auth_enabled: AtomicBool,
 }
 
 impl Replica {
@@ -57,6 +63,17 @@ impl Replica {
 
     fn write(&self) -> RwLockWriteGuard<'_, SmData> {
         self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Is auth enabled in the applied state? (Without taking the lock.)
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled.load(Ordering::Acquire)
+    }
+
+    /// Publish what lock-free readers see of `d`; call with `d` still locked for writing.
+    fn publish(&self, d: &SmData) {
+        self.auth_enabled
+            .store(d.state.auth.enabled(), Ordering::Release);
     }
 }
 
@@ -123,6 +140,7 @@ impl StateMachine {
             data.membership = meta.last_membership;
         }
         let replica = Arc::new(Replica {
+            auth_enabled: AtomicBool::new(data.state.auth.enabled()),
             data: RwLock::new(data),
             snapshot_every,
             snapshot_due: Default::default(),
@@ -268,6 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             d.last_applied = meta.last_log_id;
             d.membership = meta.last_membership.clone();
+            self.replica.publish(&d);
         });
         tracing::info!(
             index = meta.last_log_id.map(|l| l.index),
@@ -322,6 +341,7 @@ fn apply_to(
             }
         }
     }
+    replica.publish(d);
     if d.writes_since_snapshot >= replica.snapshot_every {
         // `RaftNode` asks openraft for a snapshot; until one is taken, reminders are free.
         replica.snapshot_due.notify_one();
