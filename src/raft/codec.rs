@@ -1,5 +1,6 @@
 //! The binary form of what the log stores: Raft entries (with their batches of commands),
-//! log ids and votes.
+//! log ids and votes; and, built from the same pieces, the bodies of the two peer calls that
+//! carry commands (AppendEntries and forwarded writes), which would otherwise be JSON.
 //!
 //! This is an on-disk format: a change must still read what older builds wrote. Every
 //! variant has a fixed tag; new variants get new tags, and a field is never reinterpreted.
@@ -12,6 +13,7 @@
 //! Decoding never panics and never allocates more than the input could hold: any bad input
 //! is a [`CodecError`].
 
+use openraft::raft::AppendEntriesRequest;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
 
 use super::types::{Batch, LogId, TypeConfig};
@@ -339,6 +341,88 @@ pub fn entry_log_id(bytes: &[u8]) -> Result<LogId, CodecError> {
     Dec::new(bytes).log_id()
 }
 
+// ---- Peer messages: the binary bodies of `/raft/append` and `/raft/propose` ----
+//
+// A wire format, not an on-disk one: both ends are running processes. It starts with a
+// version byte, so a later format can be told apart; a peer that cannot read it answers 400
+// before doing anything, and the sender then falls back to JSON (`raft::network`).
+
+/// The first byte of every binary peer body this build writes.
+const PEER_BODY_V1: u8 = 1;
+
+fn peer_body_version(d: &mut Dec<'_>) -> Result<(), CodecError> {
+    match d.u8()? {
+        PEER_BODY_V1 => Ok(()),
+        v => err(format!("unknown peer body version {v}")),
+    }
+}
+
+/// Appends the binary form of an AppendEntries request to `out`: the entries as the log
+/// stores them ([`encode_entry`]), each with its length.
+pub fn encode_append(out: &mut Vec<u8>, rpc: &AppendEntriesRequest<TypeConfig>) {
+    let mut e = Enc(out);
+    e.u8(PEER_BODY_V1);
+    e.vote(&rpc.vote);
+    e.opt_log_id(rpc.prev_log_id.as_ref());
+    e.opt_log_id(rpc.leader_commit.as_ref());
+    e.varint(rpc.entries.len() as u64);
+    let mut one = Vec::new();
+    for entry in &rpc.entries {
+        one.clear();
+        encode_entry(&mut one, entry);
+        Enc(out).bytes(&one);
+    }
+}
+
+/// Decodes a body written by [`encode_append`]; the input must hold exactly one request.
+pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, CodecError> {
+    let mut d = Dec::new(bytes);
+    peer_body_version(&mut d)?;
+    let vote = d.vote()?;
+    let prev_log_id = d.opt_log_id()?;
+    let leader_commit = d.opt_log_id()?;
+    let n = d.varint()?;
+    // Every entry takes at least ten bytes: never reserve more than the input could hold.
+    let mut entries = Vec::with_capacity((n as usize).min(bytes.len() / 10));
+    for _ in 0..n {
+        entries.push(decode_entry(d.bytes()?)?);
+    }
+    if !d.is_empty() {
+        return err("bytes left after the request");
+    }
+    Ok(AppendEntriesRequest {
+        vote,
+        prev_log_id,
+        entries,
+        leader_commit,
+    })
+}
+
+/// Appends the binary form of a list of commands (forwarded writes) to `out`.
+pub fn encode_commands(out: &mut Vec<u8>, cmds: &[Command]) {
+    let mut e = Enc(out);
+    e.u8(PEER_BODY_V1);
+    e.varint(cmds.len() as u64);
+    for c in cmds {
+        encode_command(&mut e, c);
+    }
+}
+
+/// Decodes a body written by [`encode_commands`]; the input must hold exactly one list.
+pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, CodecError> {
+    let mut d = Dec::new(bytes);
+    peer_body_version(&mut d)?;
+    let n = d.varint()?;
+    let mut cmds = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+    for _ in 0..n {
+        cmds.push(decode_command(&mut d)?);
+    }
+    if !d.is_empty() {
+        return err("bytes left after the commands");
+    }
+    Ok(cmds)
+}
+
 mod tag {
     pub const SET: u8 = 1;
     pub const CREATE: u8 = 2;
@@ -620,6 +704,86 @@ mod tests {
             encode_entry(&mut buf, &entry);
             assert_eq!(decode_entry(&buf).unwrap(), entry);
             assert_eq!(entry_log_id(&buf).unwrap(), entry.log_id);
+        }
+    }
+
+    fn requests() -> Vec<AppendEntriesRequest<TypeConfig>> {
+        vec![
+            AppendEntriesRequest {
+                vote: Vote::new_committed(4, 0x9ebb_fe1c_2e64_6004),
+                prev_log_id: Some(id(3, 17)),
+                entries: entries(),
+                leader_commit: Some(id(4, 16)),
+            },
+            // A heartbeat (or the commit index alone) of a leader not yet committed.
+            AppendEntriesRequest {
+                vote: Vote::new(u64::MAX, 1),
+                prev_log_id: None,
+                entries: Vec::new(),
+                leader_commit: None,
+            },
+        ]
+    }
+
+    fn same_request(a: &AppendEntriesRequest<TypeConfig>, b: &AppendEntriesRequest<TypeConfig>) {
+        assert_eq!(a.vote, b.vote);
+        assert_eq!(a.prev_log_id, b.prev_log_id);
+        assert_eq!(a.entries, b.entries);
+        assert_eq!(a.leader_commit, b.leader_commit);
+    }
+
+    #[test]
+    fn peer_bodies_round_trip() {
+        for rpc in requests() {
+            let mut buf = Vec::new();
+            encode_append(&mut buf, &rpc);
+            same_request(&decode_append(&buf).unwrap(), &rpc);
+        }
+        for cmds in [every_command(), Vec::new()] {
+            let mut buf = Vec::new();
+            encode_commands(&mut buf, &cmds);
+            assert_eq!(decode_commands(&buf).unwrap(), cmds);
+        }
+    }
+
+    #[test]
+    fn bad_peer_bodies_are_errors_never_panics() {
+        let mut bodies: Vec<(Vec<u8>, bool)> = Vec::new();
+        for rpc in requests() {
+            let mut buf = Vec::new();
+            encode_append(&mut buf, &rpc);
+            bodies.push((buf, true));
+        }
+        let mut buf = Vec::new();
+        encode_commands(&mut buf, &every_command());
+        bodies.push((buf, false));
+        let decode = |b: &[u8], append: bool| {
+            if append {
+                decode_append(b).map(|_| ())
+            } else {
+                decode_commands(b).map(|_| ())
+            }
+        };
+        for (buf, append) in bodies {
+            for cut in 0..buf.len() {
+                assert!(decode(&buf[..cut], append).is_err(), "cut at {cut}");
+            }
+            let mut longer = buf.clone();
+            longer.push(0);
+            assert!(decode(&longer, append).is_err(), "a byte too many");
+            let mut other_version = buf.clone();
+            other_version[0] = 2;
+            assert_eq!(
+                decode(&other_version, append),
+                Err(CodecError("unknown peer body version 2".into()))
+            );
+            for i in 0..buf.len() {
+                let mut bad = buf.clone();
+                bad[i] ^= 0xff;
+                let _ = decode(&bad, append);
+            }
+            // JSON is not mistaken for the binary form (a peer that sent JSON gets 400).
+            assert!(decode(b"{\"vote\":{}}", append).is_err());
         }
     }
 
