@@ -3097,3 +3097,73 @@ fn a_restarted_proxy_finds_the_cluster_through_its_saved_member_list() {
         "{log}"
     );
 }
+
+/// The peer port reads forwarded writes as JSON (what members of earlier releases send) and
+/// in the binary form, says in every answer that it reads the binary form, and refuses a
+/// body it cannot read with 400 "bad peer message" before doing anything with it (the
+/// sender then tries JSON).
+#[test]
+fn the_peer_port_reads_forwarded_writes_in_json_and_in_binary() {
+    use etcd::command::Command;
+    let n = Node::start("peerbin");
+    let set = |key: &str, value: &str| Command::Set {
+        key: key.into(),
+        value: Some(value.into()),
+        expire_at: None,
+        refresh: false,
+    };
+    let post = |ct: &str, body: &[u8]| {
+        common::request(
+            &n.peer,
+            "POST",
+            "/raft/propose",
+            &[("Content-Type", ct)],
+            body,
+        )
+    };
+    let written = |r: &Resp, n: usize| {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-etcd-rs-reads-binary"), Some("1"));
+        let answers = r.json();
+        let answers = answers.as_array().expect("one answer per command");
+        assert_eq!(answers.len(), n, "{}", r.body);
+        assert!(answers.iter().all(|a| a.get("Ok").is_some()), "{}", r.body);
+    };
+
+    let json = serde_json::to_vec(&vec![set("/pb/json", "1")]).unwrap();
+    written(&post("application/json", &json), 1);
+    let mut bin = Vec::new();
+    etcd::raft::codec::encode_commands(&mut bin, &[set("/pb/bin", "2"), set("/pb/json", "3")]);
+    written(&post("application/x-etcd-rs-raft", &bin), 2);
+    for (key, value) in [("bin", "2"), ("json", "3")] {
+        let r = common::get(&n.client, &format!("/v2/keys/pb/{key}"));
+        assert_eq!(r.json()["node"]["value"], value, "{}", r.body);
+    }
+    let index = common::get(&n.client, "/v2/keys/pb")
+        .header("x-etcd-index")
+        .map(String::from);
+
+    // Not the binary form (JSON sent as binary, a cut body): refused, nothing written.
+    for body in [json.clone(), bin[..bin.len() - 1].to_vec()] {
+        let r = post("application/x-etcd-rs-raft", &body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.starts_with("bad peer message: "), "{}", r.body);
+    }
+    // A call that has no binary form reads only JSON.
+    let r = common::request(
+        &n.peer,
+        "POST",
+        "/raft/read_index",
+        &[("Content-Type", "application/x-etcd-rs-raft")],
+        b"\x01\x00",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.starts_with("bad peer message: "), "{}", r.body);
+    assert_eq!(
+        common::get(&n.client, "/v2/keys/pb")
+            .header("x-etcd-index")
+            .map(String::from),
+        index,
+        "nothing was written"
+    );
+}

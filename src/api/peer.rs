@@ -1,5 +1,6 @@
 //! The peer port: Raft RPCs between members (`POST /raft/append`, `/raft/vote`,
-//! `/raft/snapshot`, JSON bodies answered with the serialized `Result` of the openraft call),
+//! `/raft/snapshot`, JSON bodies - binary for AppendEntries and forwarded writes from a peer
+//! that knows we read them - answered with the JSON of the `Result` of the openraft call),
 //! the cluster calls (`/raft/propose` for forwarded writes, batched, `/raft/read_index` for
 //! linearizable reads on followers, `/join`, `/raft/member` for member changes), and the
 //! small v0.1 peer endpoints (`/name`, `/version`, `/etcdURL`, `DELETE /remove/<name>`).
@@ -8,7 +9,8 @@
 //! receives them (one hop, `leader_calls.rs`), so a joiner may name any member with `-C`.
 
 use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,6 +21,8 @@ use super::response::{self, json, text};
 use crate::command::Command;
 use crate::error::{Code, EtcdError};
 use crate::raft::cluster::JoinRequest;
+use crate::raft::codec::{self, CodecError};
+use crate::raft::network::{BINARY, NOT_UNDERSTOOD, READS_BINARY};
 use crate::raft::node::ProposeError;
 use crate::raft::types::NodeId;
 
@@ -34,32 +38,31 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
         (Method::GET, "/etcdURL") => text(200, st.node.me.client_url.clone()),
         (Method::GET, "/members") => super::members::peer_members(st),
         (Method::POST, "/raft/append") => {
-            rpc(req, |r| async move {
+            rpc(req, Some(codec::decode_append), |r| async move {
                 Ok::<_, ()>(st.node.raft.append_entries(r).await)
             })
             .await
         }
         (Method::POST, "/raft/vote") => {
-            rpc(
-                req,
-                |r| async move { Ok::<_, ()>(st.node.raft.vote(r).await) },
-            )
+            rpc(req, None, |r| async move {
+                Ok::<_, ()>(st.node.raft.vote(r).await)
+            })
             .await
         }
         (Method::POST, "/raft/snapshot") => {
-            rpc(req, |r| async move {
+            rpc(req, None, |r| async move {
                 Ok::<_, ()>(st.node.raft.install_snapshot(r).await)
             })
             .await
         }
-        (Method::POST, "/raft/propose") => {
-            rpc(req, |cmds: Vec<Command>| async move {
-                Ok::<_, ()>(st.node.propose_forwarded(cmds).await)
-            })
-            .await
-        }
+        (Method::POST, "/raft/propose") => rpc(
+            req,
+            Some(codec::decode_commands),
+            |cmds: Vec<Command>| async move { Ok::<_, ()>(st.node.propose_forwarded(cmds).await) },
+        )
+        .await,
         (Method::POST, "/raft/read_index") => {
-            rpc(req, |(): ()| async move {
+            rpc(req, None, |(): ()| async move {
                 Ok::<_, ()>(if st.node.is_leader() {
                     st.node.read_index_local().await
                 } else {
@@ -69,7 +72,7 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
             .await
         }
         (Method::POST, "/raft/removed") => {
-            rpc(req, |id: NodeId| async move {
+            rpc(req, None, |id: NodeId| async move {
                 if id == st.node.id {
                     tracing::warn!("the leader says this node was removed from the cluster");
                     st.removed.send_replace(true);
@@ -79,13 +82,13 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
             .await
         }
         (Method::POST, "/join") => {
-            rpc(req, |j: JoinRequest| async move {
+            rpc(req, None, |j: JoinRequest| async move {
                 Ok::<_, ()>(join(&st, j).await)
             })
             .await
         }
         (Method::POST, "/raft/member") => {
-            rpc(req, |op: MemberOp| async move {
+            rpc(req, None, |op: MemberOp| async move {
                 Ok::<_, ()>(member_op(&st, op).await)
             })
             .await
@@ -119,27 +122,45 @@ pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
     }
 }
 
-/// Read a JSON request, run `call`, answer its result as JSON.
-async fn rpc<Req, Resp, F, Fut>(req: Request, call: F) -> Response
+/// Decodes a request from its binary form (`raft::codec`).
+type Decode<Req> = fn(&[u8]) -> Result<Req, CodecError>;
+
+/// Read a request - JSON, or the binary form if it has one (`binary`) and comes in it - run
+/// `call`, answer its result as JSON. Every answer says that this server reads binary bodies.
+/// A request that cannot be read gets 400 "bad peer message" and nothing is done with it
+/// (the sender may then try JSON, `raft::network`).
+async fn rpc<Req, Resp, F, Fut>(req: Request, binary: Option<Decode<Req>>, call: F) -> Response
 where
     Req: DeserializeOwned,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ()>>,
 {
+    let in_binary = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == BINARY.as_bytes());
     let bytes = match axum::body::to_bytes(req.into_body(), MAX_RAFT_BODY).await {
         Ok(b) => b,
         Err(e) => return text(400, format!("cannot read body: {e}")),
     };
-    let parsed: Req = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => return text(400, format!("bad peer message: {e}")),
+    let parsed: Result<Req, String> = match binary.filter(|_| in_binary) {
+        Some(decode) => decode(&bytes).map_err(|e| e.to_string()),
+        None => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
     };
-    match call(parsed).await {
+    let parsed = match parsed {
+        Ok(r) => r,
+        Err(e) => return text(400, format!("{NOT_UNDERSTOOD}: {e}")),
+    };
+    let mut answer = match call(parsed).await {
         Ok(result) => match serde_json::to_string(&result) {
             Ok(body) => json(200, body),
             Err(e) => text(500, format!("cannot encode answer: {e}")),
         },
         Err(()) => text(500, "internal error"),
-    }
+    };
+    answer
+        .headers_mut()
+        .insert(READS_BINARY, HeaderValue::from_static("1"));
+    answer
 }

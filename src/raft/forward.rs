@@ -62,7 +62,13 @@ pub(super) async fn forwarder(
             let answers = match leader {
                 Some(leader) => {
                     let answer: Result<Vec<Result<Written, ProposeError>>, CallError> = client
-                        .post_json(&leader.peer_url, "/raft/propose", &cmds, PROPOSAL_TIMEOUT)
+                        .post(
+                            &leader.peer_url,
+                            "/raft/propose",
+                            &cmds,
+                            Some(|out, cmds| super::codec::encode_commands(out, cmds)),
+                            PROPOSAL_TIMEOUT,
+                        )
                         .await;
                     match answer {
                         Ok(rs) if rs.len() == n => rs,

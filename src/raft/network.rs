@@ -1,5 +1,7 @@
-//! Raft RPCs to peers: JSON over HTTP to the peer port (`POST /raft/append`, `/raft/vote`,
-//! `/raft/snapshot`, served by `api::peer`).
+//! Raft RPCs to peers: HTTP to the peer port (`POST /raft/append`, `/raft/vote`,
+//! `/raft/snapshot`, served by `api::peer`), with JSON bodies, except that AppendEntries and
+//! forwarded writes go in a binary form (`codec`) to a peer whose answers said it reads it
+//! (every peer of this release; one of an earlier release is sent JSON). Answers are JSON.
 //!
 //! Every call is bounded by openraft's per-RPC deadline (`RPCOption::hard_ttl`), so a peer
 //! that answers slowly or not at all costs a timeout, never a stuck replication task. A peer
@@ -9,7 +11,8 @@
 //!
 //! [`PeerClient`] is also what the API uses to forward requests to the leader.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,10 +52,31 @@ pub enum CallError {
 /// Version 2: `/raft/propose` carries a list of commands (forwarded writes are batched).
 pub const PEER_VERSION: &str = "etcd-rs/2";
 
+/// The content type of a binary peer body (`raft::codec`): AppendEntries and forwarded
+/// writes, which carry commands and are most of the peer traffic.
+pub const BINARY: &str = "application/x-etcd-rs-raft";
+/// The header with which a peer's answers say it reads binary bodies. A peer of an earlier
+/// release does not send it and is sent JSON.
+pub const READS_BINARY: &str = "x-etcd-rs-reads-binary";
+
+/// Encodes a request in the binary form (`raft::codec`).
+pub type Encode<Req> = fn(&mut Vec<u8>, &Req);
+
 /// An HTTP client for peer ports, shared by every connection (it pools connections).
 #[derive(Clone)]
 pub struct PeerClient {
     http: Client<crate::http_client::Connector, Full<Bytes>>,
+    /// Peer URLs whose last answer said they read binary bodies. Until a peer has answered
+    /// once it is sent JSON, which every release reads.
+    binary: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What a peer answered to one call.
+enum Sent {
+    /// 2xx: the body, and whether the peer says it reads binary bodies.
+    Answer { reads_binary: bool, body: Bytes },
+    /// 400 "bad peer message": the peer could not read the request and did nothing with it.
+    NotUnderstood(String),
 }
 
 impl PeerClient {
@@ -61,6 +85,7 @@ impl PeerClient {
     pub fn new(tls: rustls::ClientConfig) -> PeerClient {
         PeerClient {
             http: crate::http_client::pooled(tls, Duration::from_secs(2)),
+            binary: Default::default(),
         }
     }
 
@@ -72,45 +97,127 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        self.post(base, path, body, None, timeout).await
+    }
+
+    /// POST `body` to `<base><path>` and decode the JSON answer, within `timeout` per try:
+    /// in its binary form (`encode`) to a peer that said it reads it, else as JSON. A peer
+    /// that cannot read the binary body (an older release after a downgrade) answers 400
+    /// without doing anything, and is sent the JSON form at once.
+    pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Req,
+        encode: Option<Encode<Req>>,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let base = base.trim_end_matches('/');
+        let url = format!("{base}{path}");
+        if let Some(encode) = encode
+            && self.reads_binary(base)
+        {
+            let mut payload = Vec::new();
+            encode(&mut payload, body);
+            match self.send(&url, BINARY, payload, timeout).await? {
+                Sent::Answer { reads_binary, body } => {
+                    self.set_reads_binary(base, reads_binary);
+                    return decode_answer(&url, &body);
+                }
+                Sent::NotUnderstood(why) => {
+                    tracing::info!(peer = base, %why, "peer does not read binary bodies; sending JSON");
+                    self.set_reads_binary(base, false);
+                }
+            }
+        }
         let payload =
             serde_json::to_vec(body).map_err(|e| CallError::Other(url.clone(), e.to_string()))?;
-        let req = hyper::Request::post(&url)
-            .header("content-type", "application/json")
+        match self.send(&url, JSON, payload, timeout).await? {
+            Sent::Answer { reads_binary, body } => {
+                if encode.is_some() {
+                    self.set_reads_binary(base, reads_binary);
+                }
+                decode_answer(&url, &body)
+            }
+            Sent::NotUnderstood(text) => Err(CallError::Other(url, format!("HTTP 400: {text}"))),
+        }
+    }
+
+    fn reads_binary(&self, base: &str) -> bool {
+        self.binary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(base)
+    }
+
+    fn set_reads_binary(&self, base: &str, yes: bool) {
+        let mut set = self.binary.lock().unwrap_or_else(|e| e.into_inner());
+        if yes {
+            if !set.contains(base) {
+                set.insert(base.to_string());
+            }
+        } else {
+            set.remove(base);
+        }
+    }
+
+    /// One POST, bounded by `timeout`.
+    async fn send(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Sent, CallError> {
+        let req = hyper::Request::post(url)
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(payload)))
-            .map_err(|e| CallError::Other(url.clone(), e.to_string()))?;
+            .map_err(|e| CallError::Other(url.to_string(), e.to_string()))?;
         let call = async {
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
-                    CallError::Connect(url.clone(), error_chain(&e))
+                    CallError::Connect(url.to_string(), error_chain(&e))
                 } else if closed_early(&e) {
-                    CallError::Closed(url.clone(), error_chain(&e))
+                    CallError::Closed(url.to_string(), error_chain(&e))
                 } else {
-                    CallError::Other(url.clone(), e.to_string())
+                    CallError::Other(url.to_string(), e.to_string())
                 }
             })?;
             let status = resp.status();
-            let bytes = resp
+            let reads_binary = resp.headers().contains_key(READS_BINARY);
+            let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| CallError::Other(url.clone(), e.to_string()))?
+                .map_err(|e| CallError::Other(url.to_string(), e.to_string()))?
                 .to_bytes();
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                return Err(CallError::Other(
-                    url.clone(),
-                    format!("HTTP {status}: {text}"),
-                ));
+            if status.is_success() {
+                return Ok(Sent::Answer { reads_binary, body });
             }
-            serde_json::from_slice(&bytes)
-                .map_err(|e| CallError::Other(url.clone(), format!("bad answer: {e}")))
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if status == hyper::StatusCode::BAD_REQUEST && text.starts_with(NOT_UNDERSTOOD) {
+                return Ok(Sent::NotUnderstood(text));
+            }
+            Err(CallError::Other(
+                url.to_string(),
+                format!("HTTP {status}: {text}"),
+            ))
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(CallError::Timeout(url, timeout)),
+            Err(_) => Err(CallError::Timeout(url.to_string(), timeout)),
         }
     }
+}
+
+const JSON: &str = "application/json";
+/// How a peer's 400 answer begins when it could not read a request (`api::peer`): nothing
+/// was done with it, so it is safe to send again in another form.
+pub const NOT_UNDERSTOOD: &str = "bad peer message";
+
+fn decode_answer<Resp: DeserializeOwned>(url: &str, body: &[u8]) -> Result<Resp, CallError> {
+    serde_json::from_slice(body)
+        .map_err(|e| CallError::Other(url.to_string(), format!("bad answer: {e}")))
 }
 
 /// Did the peer close the connection without answering (hyper's "incomplete message")?
@@ -181,6 +288,7 @@ impl PeerConnection {
         &self,
         path: &str,
         req: &Req,
+        encode: Option<Encode<Req>>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Member, E>>
     where
@@ -191,7 +299,7 @@ impl PeerConnection {
         let ttl = option.hard_ttl();
         let answer: Result<Resp, E> = self
             .client
-            .post_json(&self.peer_url, path, req, ttl)
+            .post(&self.peer_url, path, req, encode, ttl)
             .await
             .map_err(|e| match e {
                 CallError::Connect(..) | CallError::Closed(..) => {
@@ -228,7 +336,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             }
         }
         let started = Instant::now();
-        let res = self.rpc("/raft/append", &rpc, &option).await;
+        let res = self
+            .rpc(
+                "/raft/append",
+                &rpc,
+                Some(super::codec::encode_append),
+                &option,
+            )
+            .await;
         match &res {
             Ok(_) => self.stats.success(self.target, started.elapsed()),
             Err(_) => self.stats.failure(self.target),
@@ -241,7 +356,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc("/raft/vote", &rpc, &option).await
+        self.rpc("/raft/vote", &rpc, None, &option).await
     }
 
     async fn install_snapshot(
@@ -252,6 +367,118 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc("/raft/snapshot", &rpc, &option).await
+        self.rpc("/raft/snapshot", &rpc, None, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    use super::*;
+    use crate::command::Command;
+    use crate::raft::codec;
+
+    /// A peer that reads binary bodies or not (`new`), and notes every content type sent.
+    #[derive(Default)]
+    struct FakePeer {
+        new: AtomicBool,
+        seen: Mutex<Vec<String>>,
+    }
+
+    async fn propose(State(p): State<Arc<FakePeer>>, h: HeaderMap, body: Bytes) -> Response {
+        let ct = h
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        p.seen.lock().unwrap().push(ct.clone());
+        let new = p.new.load(Ordering::SeqCst);
+        let cmds = if new && ct == BINARY {
+            codec::decode_commands(&body).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice::<Vec<Command>>(&body).map_err(|e| e.to_string())
+        };
+        match cmds {
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{NOT_UNDERSTOOD}: {e}")).into_response(),
+            Ok(cmds) => {
+                let keys: Vec<_> = cmds
+                    .iter()
+                    .filter_map(|c| c.key().map(String::from))
+                    .collect();
+                let mut r = serde_json::to_string(&keys).unwrap().into_response();
+                if new {
+                    r.headers_mut()
+                        .insert(READS_BINARY, HeaderValue::from_static("1"));
+                }
+                r
+            }
+        }
+    }
+
+    fn set(key: &str) -> Command {
+        Command::Set {
+            key: key.into(),
+            value: Some("v".into()),
+            expire_at: None,
+            refresh: false,
+        }
+    }
+
+    /// JSON until the peer says it reads binary, binary after that; a peer that stops
+    /// reading it (a downgrade) gets the same call again in JSON, and JSON from then on.
+    #[tokio::test]
+    async fn binary_bodies_only_to_peers_that_read_them() {
+        let peer = Arc::new(FakePeer::default());
+        peer.new.store(true, Ordering::SeqCst);
+        let app = axum::Router::new()
+            .route("/raft/propose", axum::routing::post(propose))
+            .with_state(peer.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = PeerClient::new(crate::tls::public_client_config());
+        let call = |keys: &[&str]| {
+            let cmds: Vec<Command> = keys.iter().map(|k| set(k)).collect();
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                client
+                    .post::<_, Vec<String>>(
+                        &base,
+                        "/raft/propose",
+                        &cmds,
+                        Some(|out, cmds| codec::encode_commands(out, cmds)),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(call(&["/a"]).await, ["/a"]);
+        assert_eq!(call(&["/b", "/c"]).await, ["/b", "/c"]);
+        peer.new.store(false, Ordering::SeqCst);
+        assert_eq!(call(&["/d"]).await, ["/d"], "answered after falling back");
+        assert_eq!(call(&["/e"]).await, ["/e"]);
+        // Plain JSON calls are never sent in binary.
+        let plain: Vec<String> = client
+            .post_json(
+                &base,
+                "/raft/propose",
+                &vec![set("/f")],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(plain, ["/f"]);
+        assert_eq!(
+            *peer.seen.lock().unwrap(),
+            [JSON, BINARY, BINARY, JSON, JSON, JSON],
+            "content types sent, in order"
+        );
     }
 }
