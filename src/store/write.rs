@@ -68,21 +68,18 @@ impl Store {
         expire_at: Option<i64>,
         refresh: bool,
     ) -> Result<Event, EtcdError> {
-        // A missing key is fine for a set (it creates it), but not for a refresh.
-        let prev = match self.lookup(key) {
-            Ok(n) => Ok(n.view(key)),
-            Err(e) if e.code == Code::KeyNotFound && !refresh => Err(e),
-            Err(e) => return Err(e),
-        };
         // A refresh keeps the value, but whether the node is a directory is still the
         // request's to say, as in etcd (`Set(path, dir, n.Value, ...)`): `dir=true&refresh`
-        // on a key replaces it with a directory. On a directory either way is 102.
-        let value = match (&prev, refresh) {
-            (Ok(p), true) => value.map(|_| p.value.clone().unwrap_or_default()),
-            _ => value,
+        // on a key replaces it with a directory. On a directory either way is 102. A missing
+        // key is fine for a set (it creates it), but not for a refresh.
+        let value = if refresh {
+            let current = self.lookup(key)?.value().unwrap_or_default().to_string();
+            value.map(|_| current)
+        } else {
+            value
         };
+        // `create_node` finds the node it replaces (the event's `prevNode`) on its own walk.
         let mut ev = self.create_node(key, value, expire_at, true, Action::Set)?;
-        ev.prev_node = prev.ok();
         ev.refresh = refresh;
         Ok(self.commit(ev, &[]))
     }
@@ -155,7 +152,7 @@ impl Store {
             if existing.is_dir() {
                 return Err(EtcdError::new(Code::NotFile, key, cur));
             }
-            prev = Some(existing.expire_at());
+            prev = Some(existing.view(key));
         }
 
         // Now walk to the parent for writing, creating the missing directories.
@@ -176,7 +173,7 @@ impl Store {
         };
         let view = node.view(key);
         children.insert(name, node);
-        if let Some(Some(old_expiry)) = prev {
+        if let Some(old_expiry) = prev.as_ref().and_then(|p| p.expire_at) {
             self.expiry.remove(old_expiry, key);
         }
         if let Some(t) = expire_at {
@@ -185,7 +182,7 @@ impl Store {
         Ok(Event {
             action,
             node: view,
-            prev_node: None,
+            prev_node: prev,
             refresh: false,
             at: 0,
         })
