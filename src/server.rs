@@ -290,6 +290,7 @@ pub async fn run(
     tracing::info!(name = %cfg.name, id = format!("{id:x}"), fresh, client = %cfg.client_url, peer = %cfg.peer_url, "node starting");
 
     let (removed_tx, mut removed_rx) = watch::channel(false);
+    let main_rt = tokio::runtime::Handle::current();
     let node = {
         let _raft_context = raft_rt.handle().enter();
         RaftNode::new(
@@ -299,6 +300,7 @@ pub async fn run(
             shared.clone(),
             peer_stats,
             peer_client,
+            &main_rt,
         )
     };
     let state = Arc::new(AppState {

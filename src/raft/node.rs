@@ -76,7 +76,8 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Wrap a started Raft instance and spawn the batcher. The node is not ready until
+    /// Wrap a started Raft instance and spawn the batcher (on the current runtime, Raft's) and
+    /// the forwarder (on `clients_runtime`). The node is not ready until
     /// [`RaftNode::set_ready`] is called.
     pub fn new(
         id: NodeId,
@@ -85,11 +86,15 @@ impl RaftNode {
         replica: Arc<Replica>,
         peer_stats: Arc<PeerStats>,
         client: PeerClient,
+        clients_runtime: &tokio::runtime::Handle,
     ) -> Arc<RaftNode> {
         let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(batcher(raft.clone(), rx));
         let (forward_queue, rx) = mpsc::channel(16 * MAX_FORWARD);
-        tokio::spawn(forwarder(raft.clone(), client.clone(), id, rx));
+        // On the clients' runtime: a write's hand-off to the forwarder and the leader's answer
+        // back stay on the worker that serves the client, instead of crossing to Raft's thread
+        // and back (two thread wake-ups per forwarded write; see docs/architecture.md).
+        clients_runtime.spawn(forwarder(raft.clone(), client.clone(), id, rx));
         let (read_local, rx) = mpsc::channel(READS_WAITING);
         let r = raft.clone();
         tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
