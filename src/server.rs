@@ -32,7 +32,7 @@ use crate::raft::disk::{Disk, META_CLUSTER_ID, META_NODE_ID, META_WAL};
 
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClient};
-use crate::raft::node::RaftNode;
+use crate::raft::node::{Forwarding, RaftNode};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, NodeId, Raft};
 
@@ -247,7 +247,8 @@ pub async fn run(
         .last_log_id
         .map_or(0, |l| l.index);
     let peer_stats = Arc::new(crate::instruments::PeerStats::default());
-    let peer_client = PeerClient::new(peer_client_tls);
+    let peer_client = PeerClient::new(peer_client_tls.clone());
+    let forward_client = peer_client.another_pool(peer_client_tls);
     let network = Network {
         client: peer_client.clone(),
         stats: peer_stats.clone(),
@@ -300,7 +301,10 @@ pub async fn run(
             shared.clone(),
             peer_stats,
             peer_client,
-            &main_rt,
+            Forwarding {
+                client: forward_client,
+                runtime: main_rt,
+            },
         )
     };
     let state = Arc::new(AppState {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderName;
 use hyper_util::client::legacy::Client;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -57,7 +58,7 @@ pub const PEER_VERSION: &str = "etcd-rs/2";
 pub const BINARY: &str = "application/x-etcd-rs-raft";
 /// The header with which a peer's answers say it reads binary bodies. A peer of an earlier
 /// release does not send it and is sent JSON.
-pub const READS_BINARY: &str = "x-etcd-rs-reads-binary";
+pub const READS_BINARY: HeaderName = HeaderName::from_static("x-etcd-rs-reads-binary");
 
 /// Encodes a request in the binary form (`raft::codec`).
 pub type Encode<Req> = fn(&mut Vec<u8>, &Req);
@@ -66,8 +67,9 @@ pub type Encode<Req> = fn(&mut Vec<u8>, &Req);
 #[derive(Clone)]
 pub struct PeerClient {
     http: Client<crate::http_client::Connector, Full<Bytes>>,
-    /// Peer URLs whose last answer said they read binary bodies. Until a peer has answered
-    /// once it is sent JSON, which every release reads.
+    /// Peer URLs that said they read binary bodies, in their last answer to a call that has a
+    /// binary form. Until a peer has answered one it is sent JSON, which every release reads.
+    /// Shared with [`PeerClient::another_pool`].
     binary: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -86,6 +88,17 @@ impl PeerClient {
         PeerClient {
             http: crate::http_client::pooled(tls, Duration::from_secs(2)),
             binary: Default::default(),
+        }
+    }
+
+    /// A client with a pool of connections of its own, which knows what this one learned about
+    /// which peers read binary bodies. A pooled connection is driven by the runtime that
+    /// opened it: a task on another runtime than Raft's (the forwarder) uses its own pool, so
+    /// Raft's calls never ride on connections driven by the clients' runtime.
+    pub fn another_pool(&self, tls: rustls::ClientConfig) -> PeerClient {
+        PeerClient {
+            http: crate::http_client::pooled(tls, Duration::from_secs(2)),
+            binary: self.binary.clone(),
         }
     }
 

@@ -75,9 +75,16 @@ pub struct RaftNode {
     pub membership_lock: tokio::sync::Mutex<()>,
 }
 
+/// Where a follower's forwarder runs - the clients' runtime - and the peer client (a pool of
+/// its own, see `PeerClient::another_pool`) it sends with.
+pub struct Forwarding {
+    pub client: PeerClient,
+    pub runtime: tokio::runtime::Handle,
+}
+
 impl RaftNode {
     /// Wrap a started Raft instance and spawn the batcher (on the current runtime, Raft's) and
-    /// the forwarder (on `clients_runtime`). The node is not ready until
+    /// the forwarder (as `forwarding` says). The node is not ready until
     /// [`RaftNode::set_ready`] is called.
     pub fn new(
         id: NodeId,
@@ -86,7 +93,7 @@ impl RaftNode {
         replica: Arc<Replica>,
         peer_stats: Arc<PeerStats>,
         client: PeerClient,
-        clients_runtime: &tokio::runtime::Handle,
+        forwarding: Forwarding,
     ) -> Arc<RaftNode> {
         let (queue, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(batcher(raft.clone(), rx));
@@ -94,7 +101,13 @@ impl RaftNode {
         // On the clients' runtime: a write's hand-off to the forwarder and the leader's answer
         // back stay on the worker that serves the client, instead of crossing to Raft's thread
         // and back (two thread wake-ups per forwarded write; see docs/architecture.md).
-        clients_runtime.spawn(forwarder(raft.clone(), client.clone(), id, rx));
+        // With a connection pool of its own, so that Raft's own calls never use connections
+        // driven by the clients' runtime.
+        let Forwarding {
+            client: fwd,
+            runtime,
+        } = forwarding;
+        runtime.spawn(forwarder(raft.clone(), fwd, id, rx));
         let (read_local, rx) = mpsc::channel(READS_WAITING);
         let r = raft.clone();
         tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
