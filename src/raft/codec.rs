@@ -10,8 +10,8 @@
 //! are JSON inside a length prefix: they are small, and JSON keeps them readable and
 //! tolerant of added fields.
 //!
-//! Decoding never panics and never allocates more than the input could hold: any bad input
-//! is a [`CodecError`].
+//! Decoding never panics, and never reserves more memory up front than the input's own size
+//! (a count read from the input is trusted only that far): any bad input is a [`CodecError`].
 
 use openraft::raft::AppendEntriesRequest;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
@@ -287,6 +287,15 @@ const BLANK: u8 = 0;
 const NORMAL: u8 = 1;
 const MEMBERSHIP: u8 = 2;
 
+/// How many `T`s to reserve room for when the input says `n` follow: no more than the input's
+/// own size in memory. (A larger count that is true costs a few reallocations; a false one
+/// ends in an error at the end of the input.)
+fn room_for<T>(n: u64, input: &[u8]) -> usize {
+    usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .min(input.len() / std::mem::size_of::<T>().max(1))
+}
+
 /// Appends the binary form of `entry` to `out`.
 pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry<TypeConfig>) {
     let mut e = Enc(out);
@@ -317,8 +326,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, CodecError> {
         NORMAL => {
             let at = d.fixed64()? as i64;
             let n = d.varint()?;
-            // Every command takes at least two bytes: never reserve more than the input holds.
-            let mut cmds = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+            let mut cmds = Vec::with_capacity(room_for::<Command>(n, bytes));
             for _ in 0..n {
                 cmds.push(decode_command(&mut d)?);
             }
@@ -382,8 +390,7 @@ pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, C
     let prev_log_id = d.opt_log_id()?;
     let leader_commit = d.opt_log_id()?;
     let n = d.varint()?;
-    // Every entry takes at least ten bytes: never reserve more than the input could hold.
-    let mut entries = Vec::with_capacity((n as usize).min(bytes.len() / 10));
+    let mut entries = Vec::with_capacity(room_for::<Entry<TypeConfig>>(n, bytes));
     for _ in 0..n {
         entries.push(decode_entry(d.bytes()?)?);
     }
@@ -413,7 +420,7 @@ pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, CodecError> {
     let mut d = Dec::new(bytes);
     peer_body_version(&mut d)?;
     let n = d.varint()?;
-    let mut cmds = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+    let mut cmds = Vec::with_capacity(room_for::<Command>(n, bytes));
     for _ in 0..n {
         cmds.push(decode_command(&mut d)?);
     }
@@ -785,6 +792,19 @@ mod tests {
             // JSON is not mistaken for the binary form (a peer that sent JSON gets 400).
             assert!(decode(b"{\"vote\":{}}", append).is_err());
         }
+        // A huge count reserves no more memory than the body's own size.
+        let body = [0u8; 1000];
+        assert!(room_for::<Command>(u64::MAX, &body) * std::mem::size_of::<Command>() <= 1000);
+        let entry = std::mem::size_of::<Entry<TypeConfig>>();
+        assert!(room_for::<Entry<TypeConfig>>(u64::MAX, &body) * entry <= 1000);
+        assert_eq!(
+            room_for::<u8>(7, &body),
+            7,
+            "a plausible count is reserved in full"
+        );
+        let mut huge = vec![PEER_BODY_V1];
+        Enc(&mut huge).varint(u64::MAX);
+        assert!(decode_commands(&huge).is_err());
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub struct Replica {
     pub snapshot_due: tokio::sync::Notify,
     /// Whether `/v2/auth` is enabled in the applied state, readable without the lock: every
     /// request asks, and with auth off (the usual case) none of them need wait for an apply.
-    /// Set under the write lock after every change, so a request that starts after a change
-    /// was answered sees it.
+    /// Set under the write lock after every change, so a request that starts after this node
+    /// applied a change sees it, as it would under the lock.
     auth_enabled: AtomicBool,
 }
 
