@@ -551,11 +551,21 @@ def run_sequence():
     # The key was due at once: a sweep (every 0.5 s on both) may take it between the PUT and
     # this GET on one server and not the other. Then that server must answer a plain 100.
     ra, rb = quiet("GET", K + "/ttl0")
-    swept = [c.s.kind for c, r in ((A, ra), (B, rb))
-             if r.status == 404 and r.json().get("errorCode") == 100]
-    if len(swept) == 1:
-        R.ok("GET ttl=0 key", "already swept on %s (the other still had it): a race both have"
-             % swept[0])
+
+    def swept(r):
+        return r.status == 404 and r.json().get("errorCode") == 100 \
+            and r.json().get("message") == "Key not found"
+
+    def present(r):
+        return r.status == 200 and r.json().get("node", {}).get("value") == "v"
+
+    if swept(ra) != swept(rb):
+        gone, held = (A, rb) if swept(ra) else (B, ra)
+        if present(held):
+            R.ok("GET ttl=0 key", "already swept on %s (a race both have)" % gone.s.kind)
+        else:
+            R.fail("GET ttl=0 key", "swept on %s only; the other must still hold the key: %s %r"
+                   % (gone.s.kind, held.status, held.body[:200]))
     else:
         compare("GET ttl=0 key", ra, rb)
     # The ttl=0 key goes at the next expiry sweep (<= 0.5 s) and takes an index then: let
