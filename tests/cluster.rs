@@ -2965,6 +2965,18 @@ fn proxy_forwards_fails_over_and_streams_watches() {
     ro.stop_with("TERM", TERM_WAIT);
 }
 
+/// Poll until a proxy's `<data-dir>/proxy/cluster` holds exactly `want` (sorted).
+fn wait_saved_peers(cl: &Cluster, file: &std::path::Path, want: &[String], what: &str) {
+    cl.poll(Duration::from_secs(10), what, || {
+        let peers = saved_peers(file)?;
+        if peers == want {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    });
+}
+
 /// The peer URLs in a proxy's `<data-dir>/proxy/cluster`, sorted.
 fn saved_peers(file: &std::path::Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -3008,14 +3020,7 @@ fn a_restarted_proxy_finds_the_cluster_through_its_saved_member_list() {
     let file = data.join("proxy").join("cluster");
     let mut all: Vec<String> = cl.p.iter().map(|p| p.peer_url()).collect();
     all.sort();
-    cl.poll(Duration::from_secs(10), "the saved member list", || {
-        let peers = saved_peers(&file)?;
-        if peers == all {
-            Ok(())
-        } else {
-            Err(format!("{peers:?}"))
-        }
-    });
+    wait_saved_peers(&cl, &file, &all, "the saved member list");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     ensure!(cl, mode(&file) == 0o600, "file mode {:o}", mode(&file));
     let dir = file.parent().unwrap();
@@ -3040,21 +3045,18 @@ fn a_restarted_proxy_finds_the_cluster_through_its_saved_member_list() {
     proxy.spawn();
     proxy.wait_ready_within(Duration::from_secs(20));
     let pa = proxy.client.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = common::put_form(&pa, "/v2/keys/px/saved", &[("value", "1")]);
-        if r.status == 201 {
-            break;
-        }
-        ensure!(
-            cl,
-            Instant::now() < deadline,
-            "write through the restarted proxy: {} {}",
-            r.status,
-            r.body
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    cl.poll(
+        Duration::from_secs(10),
+        "a write through the restarted proxy",
+        || {
+            let r = common::put_form(&pa, "/v2/keys/px/saved", &[("value", "1")]);
+            if r.status == 201 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        },
+    );
     let log = proxy.stderr();
     ensure!(
         cl,
@@ -3064,17 +3066,11 @@ fn a_restarted_proxy_finds_the_cluster_through_its_saved_member_list() {
     );
     let mut rest: Vec<String> = cl.p[1..].iter().map(|p| p.peer_url()).collect();
     rest.sort();
-    cl.poll(
-        Duration::from_secs(10),
+    wait_saved_peers(
+        &cl,
+        &file,
+        &rest,
         "the saved list without the removed member",
-        || {
-            let peers = saved_peers(&file)?;
-            if peers == rest {
-                Ok(())
-            } else {
-                Err(format!("{peers:?}"))
-            }
-        },
     );
     let st = proxy.stop_with("TERM", TERM_WAIT);
     ensure!(cl, st.success(), "{st:?}");

@@ -134,7 +134,9 @@ impl PeerClient {
             encode(&mut payload, body);
             match self.send(&url, BINARY, payload, timeout).await? {
                 Sent::Answer { reads_binary, body } => {
-                    self.set_reads_binary(base, reads_binary);
+                    if !reads_binary {
+                        self.set_reads_binary(base, false);
+                    }
                     return decode_answer(&url, &body);
                 }
                 Sent::NotUnderstood(why) => {
@@ -147,8 +149,9 @@ impl PeerClient {
             serde_json::to_vec(body).map_err(|e| CallError::Other(url.clone(), e.to_string()))?;
         match self.send(&url, JSON, payload, timeout).await? {
             Sent::Answer { reads_binary, body } => {
-                if encode.is_some() {
-                    self.set_reads_binary(base, reads_binary);
+                // Sent JSON, so the peer was not known to read binary: learn it now.
+                if encode.is_some() && reads_binary {
+                    self.set_reads_binary(base, true);
                 }
                 decode_answer(&url, &body)
             }
@@ -163,12 +166,11 @@ impl PeerClient {
             .contains(base)
     }
 
+    /// Called only when an answer changes what is known, not on every call.
     fn set_reads_binary(&self, base: &str, yes: bool) {
         let mut set = self.binary.lock().unwrap_or_else(|e| e.into_inner());
         if yes {
-            if !set.contains(base) {
-                set.insert(base.to_string());
-            }
+            set.insert(base.to_string());
         } else {
             set.remove(base);
         }

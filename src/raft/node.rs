@@ -103,11 +103,9 @@ impl RaftNode {
         // and back (two thread wake-ups per forwarded write; see docs/architecture.md).
         // With a connection pool of its own, so that Raft's own calls never use connections
         // driven by the clients' runtime.
-        let Forwarding {
-            client: fwd,
-            runtime,
-        } = forwarding;
-        runtime.spawn(forwarder(raft.clone(), fwd, id, rx));
+        forwarding
+            .runtime
+            .spawn(forwarder(raft.clone(), forwarding.client, id, rx));
         let (read_local, rx) = mpsc::channel(READS_WAITING);
         let r = raft.clone();
         tokio::spawn(read_index_rounds(rx, move || confirm_leadership(r.clone())));
