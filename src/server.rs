@@ -171,8 +171,19 @@ pub async fn run(
     let peer_listener = bind("peer", &cfg.peer_listen).await?;
 
     let storage = |e: crate::raft::disk::DiskError| Error::Storage(e.to_string());
-    let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
     let wal_dir = cfg.data_dir.join(WAL_DIR);
+    // Start-up reads two independent things: the log (every segment is scanned) and the data
+    // file (checked page by page, then the snapshot is decoded). An existing log is opened
+    // on a thread of its own while the data file is checked; the snapshot loads while the
+    // rest of the start-up goes on. (Without segments the log may first have to be moved out
+    // of the data file: `legacy_log`.)
+    let early_log = crate::raft::wal::has_segments(&wal_dir).then(|| open_log(&wal_dir));
+    let opening = std::time::Instant::now();
+    let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
+    tracing::info!(
+        ms = opening.elapsed().as_millis(),
+        "data file checked and open"
+    );
     crate::raft::migrate::legacy_log(&disk, &wal_dir).await?;
     let had_log = crate::raft::wal::has_segments(&wal_dir);
     if !had_log && read_u64(&disk, META_WAL)?.is_some() {
@@ -182,9 +193,16 @@ pub async fn run(
             wal_dir.display()
         )));
     }
-    let mut log_store =
-        tokio::task::block_in_place(|| LogStore::open(&wal_dir, Default::default()))
-            .map_err(|e| Error::Storage(e.to_string()))?;
+    let loading = {
+        let (disk, history, every) = (disk.clone(), cfg.history_size, cfg.snapshot_count);
+        tokio::task::spawn_blocking(move || StateMachine::open(disk, history, every))
+    };
+    let mut log_store = match early_log {
+        Some(opened) => opened,
+        None => open_log(&wal_dir),
+    }
+    .await
+    .map_err(|e| Error::Storage(format!("opening the log: {e}")))??;
     if !had_log {
         write_u64(&disk, META_WAL, 1)?;
     }
@@ -221,7 +239,9 @@ pub async fn run(
         }
     }
     let id = node_id(&disk, &cfg)?;
-    let (mut sm, shared) = StateMachine::open(disk.clone(), cfg.history_size, cfg.snapshot_count)?;
+    let (mut sm, shared) = loading
+        .await
+        .map_err(|e| Error::Storage(format!("loading the snapshot: {e}")))??;
     // A leader with followers syncs its own entries while it replicates them; what must not
     // run ahead of its disk waits for `durable` (see `raft::log_store`).
     let durable = log_store.durable();
@@ -456,6 +476,18 @@ async fn raft_stopped(raft: &Raft) -> String {
             return "raft stopped".to_string();
         }
     }
+}
+
+/// Open (scan) the log in `dir` on a blocking thread.
+fn open_log(dir: &std::path::Path) -> tokio::task::JoinHandle<Result<LogStore>> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let opening = std::time::Instant::now();
+        let log =
+            LogStore::open(&dir, Default::default()).map_err(|e| Error::Storage(e.to_string()))?;
+        tracing::info!(ms = opening.elapsed().as_millis(), "log open");
+        Ok(log)
+    })
 }
 
 /// The runtime Raft's tasks run on; stopped (without waiting) when dropped, which may happen

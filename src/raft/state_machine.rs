@@ -124,11 +124,11 @@ impl StateMachine {
         if let Some((meta, stored)) =
             snapshot::current(&disk).map_err(|e| storage_err(e.to_string()))?
         {
+            let loading = std::time::Instant::now();
             let snap = match stored {
                 Stored::Chunks { generation, len } => {
-                    let mut r = ChunkReader::open(&disk, generation, len)
-                        .map_err(|e| storage_err(e.to_string()))?;
-                    snapshot::decode(&mut r)
+                    snapshot::read_ahead(&disk, generation, len, |mut r| snapshot::decode(&mut r))
+                        .map_err(|e| storage_err(e.to_string()))?
                 }
                 Stored::Legacy(bytes) => snapshot::decode(&mut bytes.as_slice()),
             }
@@ -138,6 +138,11 @@ impl StateMachine {
                 .map_err(|e| storage_err(e.to_string()))?;
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership;
+            tracing::info!(
+                log_index = meta.last_log_id.map_or(0, |l| l.index),
+                ms = loading.elapsed().as_millis(),
+                "store loaded from the snapshot"
+            );
         }
         let replica = Arc::new(Replica {
             auth_enabled: AtomicBool::new(data.state.auth.enabled()),
