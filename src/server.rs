@@ -161,7 +161,9 @@ pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped> {
-    let _dir_lock = prepare_data_dir(&mut cfg)?;
+    // Shared with the threads that open the log and load the snapshot: a start that fails
+    // early returns while they still run, and the directory stays locked until they end.
+    let dir_lock = Arc::new(prepare_data_dir(&mut cfg)?);
     api::params::set_max_body(cfg.max_request_bytes);
     // Certificates first: a bad file is reported before anything is bound or opened.
     let client_tls = crate::tls::server_config(&cfg.client_tls)?;
@@ -177,7 +179,8 @@ pub async fn run(
     // on a thread of its own while the data file is checked; the snapshot loads while the
     // rest of the start-up goes on. (Without segments the log may first have to be moved out
     // of the data file: `legacy_log`.)
-    let early_log = crate::raft::wal::has_segments(&wal_dir).then(|| open_log(&wal_dir));
+    let early_log =
+        crate::raft::wal::has_segments(&wal_dir).then(|| open_log(&wal_dir, dir_lock.clone()));
     let opening = std::time::Instant::now();
     let disk = Disk::open(&cfg.data_dir.join(DATA_FILE)).map_err(storage)?;
     tracing::info!(
@@ -195,11 +198,15 @@ pub async fn run(
     }
     let loading = {
         let (disk, history, every) = (disk.clone(), cfg.history_size, cfg.snapshot_count);
-        tokio::task::spawn_blocking(move || StateMachine::open(disk, history, every))
+        let locked = dir_lock.clone();
+        tokio::task::spawn_blocking(move || {
+            let _locked = locked;
+            StateMachine::open(disk, history, every)
+        })
     };
     let mut log_store = match early_log {
         Some(opened) => opened,
-        None => open_log(&wal_dir),
+        None => open_log(&wal_dir, dir_lock.clone()),
     }
     .await
     .map_err(|e| Error::Storage(format!("opening the log: {e}")))??;
@@ -478,10 +485,14 @@ async fn raft_stopped(raft: &Raft) -> String {
     }
 }
 
-/// Open (scan) the log in `dir` on a blocking thread.
-fn open_log(dir: &std::path::Path) -> tokio::task::JoinHandle<Result<LogStore>> {
+/// Open (scan) the log in `dir` on a blocking thread, holding the data directory's lock.
+fn open_log(
+    dir: &std::path::Path,
+    locked: Arc<std::fs::File>,
+) -> tokio::task::JoinHandle<Result<LogStore>> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        let _locked = locked;
         let opening = std::time::Instant::now();
         let log =
             LogStore::open(&dir, Default::default()).map_err(|e| Error::Storage(e.to_string()))?;

@@ -288,7 +288,10 @@ pub fn read_ahead<T>(
                 let want = (len - no * CHUNK as u64).min(CHUNK as u64) as usize;
                 let chunk = match table.get((generation, no)) {
                     Ok(Some(row)) if row.value().len() == want => Ok(row.value().to_vec()),
-                    Ok(Some(_)) => Err(io::Error::other(format!("snapshot chunk {no} is short"))),
+                    Ok(Some(row)) => Err(io::Error::other(format!(
+                        "snapshot chunk {no} has {} bytes, {want} expected",
+                        row.value().len()
+                    ))),
                     Ok(None) => Err(io::Error::other(format!("snapshot chunk {no} is missing"))),
                     Err(e) => Err(io::Error::other(e)),
                 };
@@ -303,6 +306,9 @@ pub fn read_ahead<T>(
             rx,
             chunk: Vec::new(),
             at: 0,
+            got: 0,
+            len,
+            failed: false,
         })
     }))
 }
@@ -312,15 +318,40 @@ struct Fetched {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     at: usize,
+    /// Bytes received so far, of `len`.
+    got: u64,
+    len: u64,
+    /// An error was returned: every later read fails too.
+    failed: bool,
 }
 
 impl Read for Fetched {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => (self.chunk, self.at) = (chunk?, 0),
-                // Every chunk was sent: the end of the stream.
-                Err(_) => return Ok(0),
+            if self.failed {
+                return Err(io::Error::other("the snapshot could not be read"));
+            }
+            let next = match self.rx.recv() {
+                Ok(chunk) => chunk,
+                Err(_) if self.got == self.len => return Ok(0),
+                // The reading thread ended without saying why (it panicked).
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the snapshot ended after {} of {} bytes",
+                        self.got, self.len
+                    ),
+                )),
+            };
+            match next {
+                Ok(chunk) => {
+                    self.got += chunk.len() as u64;
+                    (self.chunk, self.at) = (chunk, 0);
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
             }
         }
         let n = out.len().min(self.chunk.len() - self.at);
@@ -575,8 +606,11 @@ mod tests {
     fn read_ahead_gives_the_stored_bytes_and_reports_a_missing_or_short_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(&dir.path().join("etcd.redb")).unwrap();
-        let data = bytes();
-        for size in [1, CHUNK - 1, CHUNK, CHUNK + 1, data.len()] {
+        // More chunks than are read ahead: the reader thread is blocked when the reader stops.
+        let data: Vec<u8> = (0..CHUNK * (READ_AHEAD + 3))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        for size in [1, CHUNK - 1, CHUNK, CHUNK + 1, data.len() - CHUNK / 2] {
             let len = save(&disk, &meta(size as u64), |w| w.write_all(&data[..size])).unwrap();
             let Some((_, Stored::Chunks { generation, .. })) = current(&disk).unwrap() else {
                 panic!("no current snapshot")
@@ -602,8 +636,23 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        // The record says more than the chunks hold: the last one is short.
-        assert_eq!(read_all(len + 1), "snapshot chunk 2 is short");
+        // The record says more or less than the chunks hold: the last one is short or long.
+        let last = len / CHUNK as u64;
+        let has = len % CHUNK as u64;
+        assert_eq!(
+            read_all(len + 1),
+            format!(
+                "snapshot chunk {last} has {has} bytes, {} expected",
+                has + 1
+            )
+        );
+        assert_eq!(
+            read_all(len - 1),
+            format!(
+                "snapshot chunk {last} has {has} bytes, {} expected",
+                has - 1
+            )
+        );
         // A chunk taken out of the middle.
         let txn = disk.begin_write(true).unwrap();
         txn.open_table(CHUNKS)
