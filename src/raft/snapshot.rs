@@ -270,8 +270,8 @@ const READ_AHEAD: usize = 4;
 
 /// Runs `f` on a reader of a stored generation whose chunks are fetched from the file on a
 /// thread of their own, up to [`READ_AHEAD`] ahead: at start-up the copying out of redb then
-/// runs beside the decoding instead of before each piece of it. A missing or short chunk is
-/// an error of the reader, as in [`ChunkReader`].
+/// runs beside the decoding instead of before each piece of it. A missing chunk, or one of
+/// another size than `len` implies, is an error of the reader, as in [`ChunkReader`].
 pub fn read_ahead<T>(
     disk: &Disk,
     generation: u64,
