@@ -203,11 +203,48 @@ impl Write for ChunkWriter<'_> {
     }
 }
 
-/// Reads a stored generation back, with seeks (for sending it in pieces).
-pub struct ChunkReader {
+/// The chunks of one stored generation, read one at a time.
+struct Chunks {
     table: ReadOnlyTable<(u64, u64), &'static [u8]>,
     generation: u64,
     len: u64,
+}
+
+impl Chunks {
+    fn open(disk: &Disk, generation: u64, len: u64) -> Result<Chunks, DiskError> {
+        let txn = disk.db().begin_read().map_err(|e| disk.io_err(e))?;
+        let table = txn.open_table(CHUNKS).map_err(|e| disk.io_err(e))?;
+        Ok(Chunks {
+            table,
+            generation,
+            len,
+        })
+    }
+
+    /// How many chunks the generation has.
+    fn count(&self) -> u64 {
+        self.len.div_ceil(CHUNK as u64)
+    }
+
+    /// Chunk `no`'s bytes; a missing chunk, or one of another size than `len` implies, is an
+    /// error.
+    fn get(&self, no: u64) -> io::Result<Vec<u8>> {
+        let want = (self.len.saturating_sub(no * CHUNK as u64)).min(CHUNK as u64) as usize;
+        match self.table.get((self.generation, no)) {
+            Ok(Some(row)) if row.value().len() == want => Ok(row.value().to_vec()),
+            Ok(Some(row)) => Err(io::Error::other(format!(
+                "snapshot chunk {no} has {} bytes, {want} expected",
+                row.value().len()
+            ))),
+            Ok(None) => Err(io::Error::other(format!("snapshot chunk {no} is missing"))),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+/// Reads a stored generation back, with seeks (for sending it in pieces).
+pub struct ChunkReader {
+    chunks: Chunks,
     pos: u64,
     /// The chunk last read: (number, bytes).
     cached: Option<(u64, Vec<u8>)>,
@@ -215,12 +252,8 @@ pub struct ChunkReader {
 
 impl ChunkReader {
     pub fn open(disk: &Disk, generation: u64, len: u64) -> Result<ChunkReader, DiskError> {
-        let txn = disk.db().begin_read().map_err(|e| disk.io_err(e))?;
-        let table = txn.open_table(CHUNKS).map_err(|e| disk.io_err(e))?;
         Ok(ChunkReader {
-            table,
-            generation,
-            len,
+            chunks: Chunks::open(disk, generation, len)?,
             pos: 0,
             cached: None,
         })
@@ -229,23 +262,16 @@ impl ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len || out.is_empty() {
+        if self.pos >= self.chunks.len || out.is_empty() {
             return Ok(0);
         }
         let no = self.pos / CHUNK as u64;
         if self.cached.as_ref().is_none_or(|(n, _)| *n != no) {
-            let row = self
-                .table
-                .get((self.generation, no))
-                .map_err(io::Error::other)?
-                .ok_or_else(|| io::Error::other(format!("snapshot chunk {no} is missing")))?;
-            self.cached = Some((no, row.value().to_vec()));
+            self.cached = Some((no, self.chunks.get(no)?));
         }
         let (_, chunk) = self.cached.as_ref().expect("just loaded");
+        // In range: the chunk has the size `len` implies, and `pos < len`.
         let at = (self.pos % CHUNK as u64) as usize;
-        if at >= chunk.len() {
-            return Err(io::Error::other(format!("snapshot chunk {no} is short")));
-        }
         let n = out.len().min(chunk.len() - at);
         out[..n].copy_from_slice(&chunk[at..at + n]);
         self.pos += n as u64;
@@ -257,7 +283,7 @@ impl Seek for ChunkReader {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let pos = match to {
             SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::End(d) => self.chunks.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = pos.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -278,23 +304,12 @@ pub fn read_ahead<T>(
     len: u64,
     f: impl FnOnce(&mut dyn Read) -> T,
 ) -> Result<T, DiskError> {
-    let txn = disk.db().begin_read().map_err(|e| disk.io_err(e))?;
-    let table = txn.open_table(CHUNKS).map_err(|e| disk.io_err(e))?;
+    let chunks = Chunks::open(disk, generation, len)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
     Ok(std::thread::scope(|scope| {
         scope.spawn(move || {
-            let chunks = len.div_ceil(CHUNK as u64);
-            for no in 0..chunks {
-                let want = (len - no * CHUNK as u64).min(CHUNK as u64) as usize;
-                let chunk = match table.get((generation, no)) {
-                    Ok(Some(row)) if row.value().len() == want => Ok(row.value().to_vec()),
-                    Ok(Some(row)) => Err(io::Error::other(format!(
-                        "snapshot chunk {no} has {} bytes, {want} expected",
-                        row.value().len()
-                    ))),
-                    Ok(None) => Err(io::Error::other(format!("snapshot chunk {no} is missing"))),
-                    Err(e) => Err(io::Error::other(e)),
-                };
+            for no in 0..chunks.count() {
+                let chunk = chunks.get(no);
                 let failed = chunk.is_err();
                 // The reader stopped (it failed or has all it wanted): so do we.
                 if tx.send(chunk).is_err() || failed {
@@ -395,7 +410,11 @@ impl std::fmt::Debug for SnapshotData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SnapshotData::Stored(r) => {
-                write!(f, "Stored(generation {}, {} bytes)", r.generation, r.len)
+                write!(
+                    f,
+                    "Stored(generation {}, {} bytes)",
+                    r.chunks.generation, r.chunks.len
+                )
             }
             SnapshotData::Receiving(_, p) => write!(f, "Receiving({})", p.display()),
             SnapshotData::Memory(c) => write!(f, "Memory({} bytes)", c.get_ref().len()),
