@@ -54,6 +54,39 @@ enum Ins<V> {
     Split(Name, Arc<Block<V>>),
 }
 
+/// The deepest a map gets: every block but the last on its level is at least half full, so
+/// 24 levels would take far more entries than memory holds. A deeper walk is not recorded.
+const MAX_DEPTH: usize = 24;
+
+/// Where a key is in a map, or where it would go: the child taken on each branch level from
+/// the root down, and the place in the leaf (`Ok`: the key is there; `Err`: it would be
+/// inserted there). Made by [`Map::find`]; [`Map::insert_at`] then inserts without searching
+/// the blocks again. Each recorded step is checked against the key before it is taken (two
+/// comparisons instead of a search), and a step that no longer fits - the map changed since -
+/// falls back to searching, so a stale spot costs time, never order.
+#[derive(Clone, Copy, Debug)]
+pub struct Spot {
+    kids: [u8; MAX_DEPTH],
+    depth: usize,
+    at: Result<usize, usize>,
+}
+
+impl Spot {
+    fn route(&self) -> Route<'_> {
+        Route {
+            kids: &self.kids[..self.depth],
+            at: self.at,
+        }
+    }
+}
+
+/// The rest of a [`Spot`] below some block.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    kids: &'a [u8],
+    at: Result<usize, usize>,
+}
+
 impl<V> Clone for Map<V> {
     fn clone(&self) -> Self {
         Map {
@@ -83,6 +116,28 @@ fn find<V>(entries: &[(Name, V)], key: &[u8]) -> Result<usize, usize> {
     entries.binary_search_by(|(n, _)| n.as_bytes().cmp(key))
 }
 
+/// `key`'s place in a leaf: `at` if it is right (checked against its neighbours), otherwise
+/// searched.
+fn place<V>(
+    entries: &[(Name, V)],
+    key: &[u8],
+    at: Option<Result<usize, usize>>,
+) -> Result<usize, usize> {
+    let fits = match at {
+        Some(Ok(i)) => entries.get(i).is_some_and(|(n, _)| n.as_bytes() == key),
+        Some(Err(i)) => {
+            i <= entries.len()
+                && (i == 0 || entries[i - 1].0.as_bytes() < key)
+                && entries.get(i).is_none_or(|(n, _)| key < n.as_bytes())
+        }
+        None => false,
+    };
+    match at {
+        Some(at) if fits => at,
+        _ => find(entries, key),
+    }
+}
+
 impl<V> Block<V> {
     fn size(&self) -> usize {
         match self {
@@ -104,14 +159,31 @@ impl<V> Branch<V> {
     fn index(&self, key: &[u8]) -> usize {
         self.seps.partition_point(|s| s.as_bytes() <= key)
     }
+
+    /// The child whose range holds `key`, taken from `route` when its next step is right
+    /// (checked against the separators around it), with the route below that child.
+    fn step<'r>(&self, key: &[u8], route: Option<Route<'r>>) -> (usize, Option<Route<'r>>) {
+        if let Some(r) = route
+            && let Some((&i, kids)) = r.kids.split_first()
+        {
+            let i = usize::from(i);
+            if i < self.kids.len()
+                && (i == 0 || self.seps[i - 1].as_bytes() <= key)
+                && self.seps.get(i).is_none_or(|s| key < s.as_bytes())
+            {
+                return (i, Some(Route { kids, at: r.at }));
+            }
+        }
+        (self.index(key), None)
+    }
 }
 
 impl<V: Clone> Block<V> {
     /// Insert or replace `key`. `rightmost`: this block is the last one on its level, so an
     /// append past its end may leave it full and start a new block.
-    fn insert(&mut self, key: &str, v: V, rightmost: bool) -> Ins<V> {
+    fn insert(&mut self, key: &str, v: V, rightmost: bool, route: Option<Route>) -> Ins<V> {
         match self {
-            Block::Leaf(es) => match find(es, key.as_bytes()) {
+            Block::Leaf(es) => match place(es, key.as_bytes(), route.map(|r| r.at)) {
                 Ok(i) => Ins::Replaced(std::mem::replace(&mut es[i].1, v)),
                 Err(i) => {
                     let entry = (Name::new(key), v);
@@ -138,10 +210,10 @@ impl<V: Clone> Block<V> {
                 }
             },
             Block::Branch(b) => {
-                let i = b.index(key.as_bytes());
+                let (i, below) = b.step(key.as_bytes(), route);
                 let last = i + 1 == b.kids.len();
                 let (sep, kid) =
-                    match Arc::make_mut(&mut b.kids[i]).insert(key, v, rightmost && last) {
+                    match Arc::make_mut(&mut b.kids[i]).insert(key, v, rightmost && last, below) {
                         Ins::Split(sep, kid) => (sep, kid),
                         done => return done,
                     };
@@ -169,15 +241,15 @@ impl<V: Clone> Block<V> {
     }
 
     /// Remove `key` (which the caller knows is present below this block).
-    fn remove(&mut self, key: &[u8]) -> Option<V> {
+    fn remove(&mut self, key: &[u8], route: Option<Route>) -> Option<V> {
         match self {
             Block::Leaf(es) => {
-                let i = find(es, key).ok()?;
+                let i = place(es, key, route.map(|r| r.at)).ok()?;
                 Some(es.remove(i).1)
             }
             Block::Branch(b) => {
-                let i = b.index(key);
-                let v = Arc::make_mut(&mut b.kids[i]).remove(key)?;
+                let (i, below) = b.step(key, route);
+                let v = Arc::make_mut(&mut b.kids[i]).remove(key, below)?;
                 b.repair(i);
                 Some(v)
             }
@@ -272,6 +344,40 @@ impl<V> Map<V> {
         }
     }
 
+    /// Look `key` up as [`Map::get`] does, and also say where it is or would go, for a
+    /// change that follows ([`Map::insert_at`]) without searching again. The spot is `None`
+    /// for an empty map (or an impossibly deep one).
+    pub fn find(&self, key: &str) -> (Option<&V>, Option<Spot>) {
+        let key = key.as_bytes();
+        let Some(mut block) = self.root.as_deref() else {
+            return (None, None);
+        };
+        let mut spot = Spot {
+            kids: [0; MAX_DEPTH],
+            depth: 0,
+            at: Err(0),
+        };
+        let mut deep = false;
+        loop {
+            match block {
+                Block::Branch(b) => {
+                    let i = b.index(key);
+                    match spot.kids.get_mut(spot.depth) {
+                        Some(k) => *k = i as u8,
+                        None => deep = true,
+                    }
+                    spot.depth += 1;
+                    block = &b.kids[i];
+                }
+                Block::Leaf(es) => {
+                    spot.at = find(es, key);
+                    let found = spot.at.ok().map(|i| &es[i].1);
+                    return (found, (!deep).then_some(spot));
+                }
+            }
+        }
+    }
+
     /// Entries in name order.
     pub fn iter(&self) -> Iter<'_, V> {
         let mut it = Iter {
@@ -302,17 +408,23 @@ impl<V> Map<V> {
 impl<V: Clone> Map<V> {
     /// The value at `key`, for changing it in place (copying the shared blocks on its path).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        self.get(key)?;
+        let spot = match self.find(key) {
+            (None, _) => return None,
+            (Some(_), spot) => spot,
+        };
+        let route = spot.as_ref().map(Spot::route);
         let key = key.as_bytes();
+        let mut route = route;
         let mut block = Arc::make_mut(self.root.as_mut()?);
         loop {
             match block {
                 Block::Branch(b) => {
-                    let i = b.index(key);
+                    let (i, below) = b.step(key, route);
+                    route = below;
                     block = Arc::make_mut(&mut b.kids[i]);
                 }
                 Block::Leaf(es) => {
-                    let i = find(es, key).ok()?;
+                    let i = place(es, key, route.map(|r| r.at)).ok()?;
                     return Some(&mut es[i].1);
                 }
             }
@@ -321,11 +433,17 @@ impl<V: Clone> Map<V> {
 
     /// Insert or replace; returns the value replaced.
     pub fn insert(&mut self, key: &str, v: V) -> Option<V> {
+        self.insert_at(None, key, v)
+    }
+
+    /// [`Map::insert`] at the place `spot` found (by [`Map::find`] on this map, for this
+    /// key), which saves searching the blocks on the way; `None` searches.
+    pub fn insert_at(&mut self, spot: Option<&Spot>, key: &str, v: V) -> Option<V> {
         let Some(root) = &mut self.root else {
             self.root = Some(Arc::new(Block::Leaf(vec![(Name::new(key), v)])));
             return None;
         };
-        match Arc::make_mut(root).insert(key, v, true) {
+        match Arc::make_mut(root).insert(key, v, true, spot.map(Spot::route)) {
             Ins::Inserted => None,
             Ins::Replaced(old) => Some(old),
             Ins::Split(sep, right) => {
@@ -340,8 +458,12 @@ impl<V: Clone> Map<V> {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
-        self.get(key)?;
-        let v = Arc::make_mut(self.root.as_mut()?).remove(key.as_bytes());
+        let spot = match self.find(key) {
+            (None, _) => return None,
+            (Some(_), spot) => spot,
+        };
+        let route = spot.as_ref().map(Spot::route);
+        let v = Arc::make_mut(self.root.as_mut()?).remove(key.as_bytes(), route);
         loop {
             let next = match self.root.as_deref() {
                 Some(Block::Leaf(es)) if es.is_empty() => None,
@@ -698,6 +820,62 @@ mod tests {
     }
 
     #[test]
+    fn inserts_at_a_found_spot_even_a_stale_one_keep_the_order() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut m: Map<u64> = Map::new();
+        let mut model = BTreeMap::new();
+        // A spot found some rounds ago, for a key that may be anywhere by now.
+        let mut stale: Option<(String, Spot)> = None;
+        for round in 0..60_000u64 {
+            let k = format!("k{:05}", rng.next() % 20_000);
+            match rng.next() % 8 {
+                0..=3 => {
+                    let (got, spot) = m.find(&k);
+                    assert_eq!(got, model.get(&k));
+                    assert_eq!(
+                        m.insert_at(spot.as_ref(), &k, round),
+                        model.insert(k.clone(), round)
+                    );
+                    if round % 5 == 0 {
+                        stale = spot.map(|s| (k, s));
+                    }
+                }
+                4 => {
+                    // Some other key's spot, or this key's from before the map changed.
+                    let spot = stale.as_ref().map(|(_, s)| *s);
+                    assert_eq!(
+                        m.insert_at(spot.as_ref(), &k, round),
+                        model.insert(k, round)
+                    );
+                }
+                5 => {
+                    if let Some((k, s)) = &stale {
+                        assert_eq!(
+                            m.insert_at(Some(s), k, round),
+                            model.insert(k.clone(), round)
+                        );
+                    }
+                }
+                _ => assert_eq!(m.remove(&k), model.remove(&k)),
+            }
+            if round % 6000 == 0 {
+                same(&m, &model);
+            }
+        }
+        same(&m, &model);
+        // A spot in an empty map, and one found in a map that was emptied since.
+        let mut e: Map<u64> = Map::new();
+        let (none, spot) = e.find("a");
+        assert!(none.is_none() && spot.is_none());
+        e.insert("b", 1);
+        let (_, spot) = e.find("a");
+        e.remove("b");
+        assert_eq!(e.insert_at(spot.as_ref(), "a", 2), None);
+        assert_eq!(e.get("a"), Some(&2));
+        assert_eq!(e.check(), 1);
+    }
+
+    #[test]
     fn ascending_appends_and_the_builder_fill_leaves() {
         let mut m: Map<u64> = Map::new();
         let n = 100_000;
@@ -755,6 +933,7 @@ mod tests {
         let snap = m.clone();
         assert!(m.get_mut("nope").is_none());
         assert!(m.remove("nope").is_none());
+        assert!(m.find("k05000").0.is_some() && m.find("nope").0.is_none());
         assert!(m.ptr_eq(&snap));
         *m.get_mut("k05000").unwrap() = 7;
         assert!(!m.ptr_eq(&snap));

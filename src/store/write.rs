@@ -143,7 +143,13 @@ impl Store {
             }
         }
         let mut prev = None;
-        if let Some(existing) = found.and_then(Node::children).and_then(|c| c.get(name)) {
+        // Where the name is or will go in its directory, so the insert below need not
+        // search that directory (it may hold millions of names) a second time.
+        let (existing, spot) = match found.and_then(Node::children) {
+            Some(c) => c.find(name),
+            None => (None, None),
+        };
+        if let Some(existing) = existing {
             if !replace {
                 let mut e = EtcdError::new(Code::NodeExist, key, cur);
                 e.current = existing.value().map(str::to_string);
@@ -172,7 +178,7 @@ impl Store {
             None => Node::new_dir(next, expire_at),
         };
         let view = node.view(key);
-        children.insert(name, node);
+        children.insert_at(spot.as_ref(), name, node);
         if let Some(old_expiry) = prev.as_ref().and_then(|p| p.expire_at) {
             self.expiry.remove(old_expiry, key);
         }
