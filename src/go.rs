@@ -12,7 +12,9 @@ const NANOS: i64 = 1_000_000_000;
 /// exact.
 pub fn go_json<T: Serialize + ?Sized>(v: &T) -> String {
     let s = serde_json::to_string(v).expect("serializing plain structs cannot fail");
-    if !s.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+    // A byte scan: `<`, `>`, `&`, and 0xE2, the lead byte of U+2028 and U+2029 in UTF-8
+    // (other characters starting with it are copied unchanged below).
+    if !s.bytes().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2)) {
         return s;
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -152,6 +154,16 @@ mod tests {
             "2026-11-21T13:53:15.5Z"
         );
         assert_eq!(rfc3339_nanos(951_782_400 * NANOS), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn json_escapes_what_go_escapes_and_nothing_else() {
+        assert_eq!(go_json("plain"), r#""plain""#);
+        assert_eq!(go_json("a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
+        assert_eq!(go_json("l\u{2028}p\u{2029}"), r#""l\u2028p\u2029""#);
+        // Other characters whose UTF-8 starts with 0xE2 stay as they are.
+        assert_eq!(go_json("€ – ‰"), "\"€ – ‰\"");
+        assert_eq!(go_json("€<"), r#""€\u003c""#);
     }
 
     #[test]

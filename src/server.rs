@@ -340,6 +340,7 @@ pub async fn run(
         start_time: now_nanos(),
         leader_since: AtomicI64::new(now_nanos()),
         cluster_id: cluster_id.into(),
+        cluster_header: Default::default(),
         http: Default::default(),
         removed: removed_tx,
     });

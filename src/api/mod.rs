@@ -51,6 +51,8 @@ pub struct AppState {
     /// The cluster's id, as `X-Etcd-Cluster-Id` shows it (lower-case hex); learned from the
     /// leader when this node joins.
     pub cluster_id: std::sync::atomic::AtomicU64,
+    /// [`AppState::cluster_id_header`]'s last value, with the id it shows.
+    pub cluster_header: std::sync::Mutex<Option<(u64, HeaderValue)>>,
     /// Client requests received, by method (see [`metrics::METHODS`]).
     pub http: metrics::HttpCounters,
     /// Set when this node learns it was removed from the cluster: it then shuts down.
@@ -62,9 +64,22 @@ impl AppState {
         self.cluster_id.load(Ordering::Relaxed)
     }
 
+    /// `X-Etcd-Cluster-Id`'s value (on every v2 answer): rendered once per cluster id.
     pub fn cluster_id_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!("{:x}", self.cluster_id()))
-            .expect("hex is a valid header value")
+        let id = self.cluster_id();
+        let mut cached = self
+            .cluster_header
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((at, h)) if *at == id => h.clone(),
+            _ => {
+                let h =
+                    HeaderValue::from_str(&format!("{id:x}")).expect("hex is a valid header value");
+                *cached = Some((id, h.clone()));
+                h
+            }
+        }
     }
 }
 

@@ -143,8 +143,8 @@ impl RaftNode {
         let started = Instant::now();
         let deadline = started + PROPOSAL_TIMEOUT;
         let res = loop {
-            let attempt = match self.leader() {
-                Some((id, _)) if id == self.id => self.propose_local(cmd.clone(), deadline).await,
+            let attempt = match self.leader_id() {
+                Some(id) if id == self.id => self.propose_local(cmd.clone(), deadline).await,
                 Some(_) => self.forward(&cmd, deadline).await,
                 None => Err(ProposeError::NotLeader),
             };
@@ -259,6 +259,9 @@ impl RaftNode {
 
     /// Wait (bounded) until the node may answer requests.
     pub async fn wait_ready(&self) -> Result<(), EtcdError> {
+        if self.is_ready() {
+            return Ok(());
+        }
         let mut rx = self.ready_tx.subscribe();
         match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(()),
@@ -313,6 +316,11 @@ impl RaftNode {
     /// The current leader and its member record, as far as this node knows.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
         leader_of(&self.raft)
+    }
+
+    /// The current leader's id, as far as `raft` knows (no member record copied).
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
     }
 
     pub fn is_leader(&self) -> bool {
@@ -406,6 +414,12 @@ pub(super) async fn enqueue(
     p: Proposal,
     wait: Duration,
 ) -> Result<(), ProposeError> {
+    // Almost always there is room: no timer then.
+    let p = match queue.try_send(p) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(shutting_down()),
+        Err(mpsc::error::TrySendError::Full(p)) => p,
+    };
     match tokio::time::timeout(wait, queue.send(p)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(shutting_down()),

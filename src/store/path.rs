@@ -11,6 +11,14 @@
 
 /// Clean a key into its canonical absolute form (`/` for the root).
 pub fn clean(key: &str) -> String {
+    if is_clean(key) {
+        return key.to_string();
+    }
+    resolve(key)
+}
+
+/// [`clean`] done the long way: split, drop the empty and `.` segments, resolve `..`.
+fn resolve(key: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in key.split('/') {
         match seg {
@@ -30,6 +38,16 @@ pub fn clean(key: &str) -> String {
         out.push_str(p);
     }
     out
+}
+
+/// Is `key` already in its clean form: `/`, or `/` and segments none of which is empty,
+/// `.` or `..`? (Almost every key a client sends is.)
+fn is_clean(key: &str) -> bool {
+    match key.strip_prefix('/') {
+        Some("") => true,
+        Some(rest) => rest.split('/').all(|seg| !matches!(seg, "" | "." | "..")),
+        None => false,
+    }
 }
 
 /// The segments of a clean path (`/a/b` -> `["a", "b"]`, `/` -> `[]`).
@@ -111,6 +129,24 @@ mod tests {
         assert_eq!(clean("/a/./b/../c"), "/a/c");
         assert_eq!(clean("/../../x"), "/x");
         assert_eq!(clean("/a b/é"), "/a b/é");
+    }
+
+    #[test]
+    fn a_key_taken_as_clean_is_one_resolving_would_leave_alone() {
+        // Every string of up to 7 characters from `/`, `.`, `a`.
+        let mut keys = vec![String::new()];
+        let mut level = keys.clone();
+        for _ in 0..7 {
+            level = level
+                .iter()
+                .flat_map(|k| ["/", ".", "a"].map(|c| format!("{k}{c}")))
+                .collect();
+            keys.extend(level.iter().cloned());
+        }
+        for k in &keys {
+            assert_eq!(is_clean(k), resolve(k) == *k, "{k:?}");
+            assert_eq!(clean(k), resolve(k), "{k:?}");
+        }
     }
 
     #[test]
