@@ -240,13 +240,22 @@ impl RaftNode {
             // queued here, the forwarder drops it: this caller is gone.)
             Err(_) => return Err(unknown_outcome("forwarding to the leader timed out")),
         };
+        // Answer only once this member has applied the write too: a success from a member
+        // means that member holds it (as etcd's own wait for the local apply does). The
+        // leader committed it, but if it dies now, this member may never learn the entry, and
+        // a cluster later rebuilt from this member alone would not have it.
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = self
+        match self
             .raft
             .wait(Some(left))
             .applied_index_at_least(Some(w.raft_index), "forwarded write")
-            .await;
-        Ok(w)
+            .await
+        {
+            Ok(_) => Ok(w),
+            Err(_) => Err(unknown_outcome(
+                "the leader answered, but this member did not apply the write in time",
+            )),
+        }
     }
 
     pub fn set_ready(&self) {
