@@ -287,8 +287,8 @@ impl RaftNode {
     pub async fn linearizable_read(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + PROPOSAL_TIMEOUT;
         loop {
-            let attempt = match self.leader() {
-                Some((id, _)) if id == self.id => self.read_index_local().await,
+            let attempt = match self.leader_id() {
+                Some(id) if id == self.id => self.read_index_local().await,
                 Some(_) => read_index(&self.read_remote).await,
                 None => Err(ProposeError::NotLeader),
             };
