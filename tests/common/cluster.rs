@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::load::Load;
+use crate::common::load::{Load, Run};
 use crate::common::node::NodeBuilder;
 use crate::common::{Node, Resp, request_timeout};
 
@@ -211,6 +211,11 @@ pub trait Nodes {
     /// made no sense (wrong key or value, an impossible state before, an index going
     /// backwards) fails the test.
     fn acked_writes(&self, load: Load) -> Vec<(String, String)> {
+        self.finished_run(load).acked()
+    }
+
+    /// Stop `load` and return all it did, checked as [`Nodes::acked_writes`] checks it.
+    fn finished_run(&self, load: Load) -> Run {
         let run = load.finish();
         ensure!(
             self,
@@ -220,7 +225,7 @@ pub trait Nodes {
             run.seed,
             run.problems[..run.problems.len().min(10)].join("\n")
         );
-        run.acked()
+        run
     }
 
     /// Poll until node `i` answers `/v1/leader` with error 301 (no leader known); returns
