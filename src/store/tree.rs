@@ -412,9 +412,8 @@ impl<V: Clone> Map<V> {
             (None, _) => return None,
             (Some(_), spot) => spot,
         };
-        let route = spot.as_ref().map(Spot::route);
+        let mut route = spot.as_ref().map(Spot::route);
         let key = key.as_bytes();
-        let mut route = route;
         let mut block = Arc::make_mut(self.root.as_mut()?);
         loop {
             match block {
