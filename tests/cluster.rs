@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    Nodes, REQ, TERM_WAIT, call, call_t, initial_cluster, leaves, listing, member,
+    Nodes, REQ, TERM_WAIT, call, call_t, initial_cluster, listing, member, not_listed,
 };
 use common::Node;
 use common::load::{Load, LoadSpec};
@@ -1361,11 +1361,7 @@ fn nothing_acts_on_an_entry_before_the_leaders_copy_is_durable() {
 
 /// Check that every acknowledged write is in a recursive listing body.
 fn check_acked(cl: &Cluster, node: usize, body: &str, acked: &[(String, String)]) {
-    let have = leaves(body).unwrap_or_else(|e| fail!(cl, "{e}"));
-    let lost: Vec<&(String, String)> = acked
-        .iter()
-        .filter(|(k, val)| have.get(k) != Some(val))
-        .collect();
+    let lost = not_listed(body, acked).unwrap_or_else(|e| fail!(cl, "{e}"));
     ensure!(
         cl,
         lost.is_empty(),

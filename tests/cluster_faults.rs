@@ -15,7 +15,7 @@ use common::{cluster as cluster_common, proxy};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Nodes, REQ, call_t, initial_cluster, leaves, member};
+use cluster_common::{Nodes, REQ, call_t, initial_cluster, leaves, member, not_listed};
 use common::Node;
 use common::load::{Acks, Load, LoadSpec, Outcome};
 use common::rng::Rng;
@@ -380,11 +380,7 @@ fn flapping_partitions_lose_no_acknowledged_write() {
     thread::sleep(Duration::from_millis(500));
     let acked = cl.acked_writes(load);
     let (body, took) = cl.converge(&ALL, "/", Duration::from_secs(30));
-    let have = leaves(&body).unwrap_or_else(|e| fail!(cl, "{e}"));
-    let lost: Vec<&(String, String)> = acked
-        .iter()
-        .filter(|(k, v)| have.get(k) != Some(v))
-        .collect();
+    let lost = not_listed(&body, &acked).unwrap_or_else(|e| fail!(cl, "{e}"));
     ensure!(
         cl,
         lost.is_empty(),
@@ -461,11 +457,7 @@ fn a_follower_acknowledges_only_writes_it_holds() {
             r.status,
             r.body
         );
-        let have = leaves(&r.body).unwrap_or_else(|e| fail!(cl, "{e}"));
-        let missing: Vec<&(String, String)> = acked
-            .iter()
-            .filter(|(k, v)| have.get(k) != Some(v))
-            .collect();
+        let missing = not_listed(&r.body, &acked).unwrap_or_else(|e| fail!(cl, "{e}"));
         ensure!(
             cl,
             missing.is_empty(),

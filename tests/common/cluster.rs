@@ -321,3 +321,15 @@ pub fn leaves(body: &str) -> Result<BTreeMap<String, String>, String> {
     walk(&v["node"], &mut out);
     Ok(out)
 }
+
+/// The acknowledged writes (key, value) that a v2 listing body does not show with that value.
+pub fn not_listed<'a>(
+    body: &str,
+    acked: &'a [(String, String)],
+) -> Result<Vec<&'a (String, String)>, String> {
+    let have = leaves(body)?;
+    Ok(acked
+        .iter()
+        .filter(|(k, v)| have.get(k) != Some(v))
+        .collect())
+}
