@@ -6,8 +6,10 @@
 //!   order; linearize (apply to the model) an operation whose call comes before every return
 //!   still pending; on reaching a return whose operation is not linearized yet, undo the last
 //!   choice and try the next one. A cache of (set of linearized operations, model state)
-//!   prunes every configuration seen before. A step bound turns a search that would take too
-//!   long into [`Verdict::Unknown`] instead of a hang.
+//!   prunes every configuration seen before. Operations of unknown outcome stay candidates to
+//!   the end; two reductions keep them from multiplying the search (values nobody saw are
+//!   one value; the same operation of unknown outcome is taken in call order). A step bound turns a search that would take too long into
+//!   [`Verdict::Unknown`] instead of a hang.
 //! * [`check_indexes`]: indexes given to acknowledged writes are unique and grow with real
 //!   time; quorum reads and applied-but-refused writes see at least every write acknowledged
 //!   before they began.
@@ -22,6 +24,8 @@
 //! infinity and it need not be linearized at all).
 #![allow(dead_code)]
 
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -29,7 +33,7 @@ use std::fmt::Write as _;
 pub type Time = u64;
 
 /// What a client asked for, on one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Unconditional write (v2 `PUT value=`, v1 set).
     Set { value: String },
@@ -52,7 +56,7 @@ pub enum Op {
 }
 
 /// What an acknowledged answer said the previous node was.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Prev {
     /// The answer does not say.
     NotSaid,
@@ -63,7 +67,7 @@ pub enum Prev {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Done: the key's value afterwards (None: absent, after a delete or for a 404 read) and
     /// the index the answer gave (a write: the index of its change; a read: the node's
@@ -86,12 +90,13 @@ pub enum Outcome {
     Unknown,
 }
 
-/// One operation of a history.
-#[derive(Clone, Debug)]
+/// One operation of a history (saved as JSON lines when the checker gives up, see
+/// [`save_history`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     pub client: usize,
     /// How it was sent, for reports ("v2 set", "v1 TestAndSet", ...).
-    pub api: &'static str,
+    pub api: Cow<'static, str>,
     pub key: String,
     pub op: Op,
     /// When the request was sent and when its answer (or the giving up) came.
@@ -227,7 +232,7 @@ impl std::fmt::Display for Record {
 type State = Option<(u32, u64)>;
 
 /// One operation, ready for the model: values interned.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum MOp {
     Set(u32),
     Create(u32),
@@ -369,6 +374,9 @@ pub const MAX_STEPS: u64 = 5_000_000;
 
 const NIL: usize = usize::MAX;
 
+/// The one value id of all values never seen (see [`check_key`]).
+const UNSEEN: u32 = 0;
+
 /// 128-bit pseudo-random numbers for Zobrist hashing of the linearized set: the cache keeps
 /// (hash of the set, state) instead of the set itself, so a step costs O(1). (Two different
 /// sets sharing a hash would prune a branch wrongly; with 128 bits and at most `MAX_STEPS`
@@ -387,8 +395,20 @@ fn zobrist(i: usize) -> u128 {
 
 /// Is the history of one key linearizable? `hist` may hold other keys' records: only `key`'s
 /// are checked. `NotApplied` operations and reads of unknown outcome are left out (neither
-/// changes nor observes anything).
+/// changes nor observes anything); writes of unknown outcome are reduced as the comments in
+/// `search` say.
 pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
+    search(key, hist, max_steps, true)
+}
+
+/// [`check_key`] without the reductions for operations of unknown outcome (values never
+/// seen made one, a class's members taken in call order, no taking effect without a
+/// change): the plain search, for tests that compare the two.
+pub fn check_key_unreduced(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
+    search(key, hist, max_steps, false)
+}
+
+fn search(key: &str, hist: &[Record], max_steps: u64, reduce: bool) -> Verdict {
     let recs: Vec<&Record> = hist
         .iter()
         .filter(|r| r.key == key)
@@ -398,9 +418,44 @@ pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
             _ => true,
         })
         .collect();
+    // A value that only operations of unknown outcome write, and that no answer and no
+    // compare ever names, is never seen: the model cannot tell such values apart, so they
+    // all become one, `UNSEEN`. Then writes of them are interchangeable, see below.
+    let mut seen: HashSet<&str> = HashSet::new();
+    for r in &recs {
+        let unknown = matches!(r.outcome, Outcome::Unknown);
+        match &r.op {
+            Op::Set { value } | Op::Create { value } if !unknown => {
+                seen.insert(value);
+            }
+            Op::Cas {
+                prev_value, value, ..
+            } => {
+                seen.extend(prev_value.as_deref());
+                if !unknown {
+                    seen.insert(value);
+                }
+            }
+            Op::Cad { prev_value, .. } => seen.extend(prev_value.as_deref()),
+            _ => {}
+        }
+        match &r.outcome {
+            Outcome::Ok { value, prev, .. } => {
+                seen.extend(value.as_deref());
+                if let Prev::Present { value, .. } = prev {
+                    seen.insert(value);
+                }
+            }
+            Outcome::Failed { value, .. } => seen.extend(value.as_deref()),
+            Outcome::NotApplied | Outcome::Unknown => {}
+        }
+    }
     let mut values: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<String> = vec!["(a value never seen)".to_string()];
     let mut intern = |s: &str| -> u32 {
+        if reduce && !seen.contains(s) {
+            return UNSEEN;
+        }
         if let Some(&id) = values.get(s) {
             return id;
         }
@@ -497,6 +552,29 @@ pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
         }
     };
     let z: Vec<u128> = (0..n).map(zobrist).collect();
+    // Operations of unknown outcome that are the same operation (the same kind, compare and
+    // value - values never seen are one value) form a class, its members in call order, and
+    // the search linearizes a class's members in that order only: a linearization that
+    // takes a later member where an earlier one is still free stays valid with the earlier
+    // one in its place (called earlier, no return to respect, the same effect), so nothing
+    // is lost, while k free members no longer make k! orders of the same states.
+    let mut class = vec![NIL; n];
+    let mut rank = vec![0usize; n];
+    let mut taken: Vec<usize> = Vec::new();
+    let mut class_of: HashMap<&MOp, usize> = HashMap::new();
+    for e in &entries {
+        let i = e.2;
+        if reduce && e.1 == 0 && !known(i) {
+            let c = *class_of.entry(&ops[i].0).or_insert_with(|| {
+                taken.push(0);
+                taken.len() - 1
+            });
+            class[i] = c;
+            rank[i] = taken[c];
+            taken[c] += 1;
+        }
+    }
+    taken.iter_mut().for_each(|t| *t = 0);
 
     struct Frame {
         pos: usize,
@@ -526,9 +604,20 @@ pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
         }
         if entry != NIL && entries[entry].1 == 0 {
             let i = entries[entry].2;
-            if let Some(s) = step(&state, &ops[i].0, &ops[i].1) {
+            let c = class[i];
+            // An operation of unknown outcome is taken only when it is its class's next
+            // member.
+            let stepped = if c == NIL || rank[i] == taken[c] {
+                step(&state, &ops[i].0, &ops[i].1)
+            } else {
+                None
+            };
+            if let Some(s) = stepped {
                 let h = lin_hash ^ z[i];
                 if cache.insert((h, s)) {
+                    if c != NIL {
+                        taken[c] += 1;
+                    }
                     stack.push(Frame { pos: entry, state });
                     state = s;
                     lin_hash = h;
@@ -560,6 +649,9 @@ pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
             if ret_at[i] != NIL {
                 relink(ret_at[i], &mut next, &mut prev);
                 left += 1;
+            }
+            if class[i] != NIL {
+                taken[class[i]] -= 1;
             }
             relink(f.pos, &mut next, &mut prev);
             state = f.state;
@@ -628,6 +720,27 @@ fn explain(
 // all keys
 
 /// The verdicts for every key of a history, keys in order.
+/// Saves `key`'s records of `hist` as JSON lines (one record per line) to `path`, so a
+/// history the checker could not decide, or found wrong, can be checked again without the
+/// run that made it ([`load_history`]).
+pub fn save_history(path: &std::path::Path, key: &str, hist: &[Record]) -> std::io::Result<()> {
+    let mut out = String::new();
+    for r in hist.iter().filter(|r| r.key == key) {
+        out.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out)
+}
+
+/// Reads a history saved by [`save_history`].
+pub fn load_history(text: &str) -> Result<Vec<Record>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
+        .collect()
+}
+
 pub fn check_all(hist: &[Record], max_steps: u64) -> BTreeMap<String, Verdict> {
     let keys: std::collections::BTreeSet<&str> = hist.iter().map(|r| r.key.as_str()).collect();
     keys.into_iter()
