@@ -430,6 +430,10 @@ pub async fn run(
         // message (which write, which file) says more.
         failed = Some(log_failure.borrow().clone().unwrap_or(why));
     }
+    if failed.is_some() {
+        // Nothing more will be applied: requests waiting for an apply get their answer now.
+        node.replica.stop_waiters();
+    }
     stop_tx.send_replace(true);
     // Open watches would keep their connections forever: end them now.
     shared.read().state.store.close_watches();

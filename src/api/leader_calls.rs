@@ -95,11 +95,11 @@ pub async fn member_op(st: &AppRef, op: MemberOp) -> Result<MemberDone, EtcdErro
         };
     }
     let done: MemberDone = relay(st, "/raft/member", &op).await?;
-    let _ = st
-        .node
-        .raft
-        .wait(Some(Duration::from_secs(5)))
-        .applied_index_at_least(Some(done.applied), "member change")
+    // The leader committed the change: it is done whether or not this member has applied
+    // it yet (it usually has, within a heartbeat).
+    st.node
+        .replica
+        .wait_applied(done.applied, Duration::from_secs(5))
         .await;
     Ok(done)
 }

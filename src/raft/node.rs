@@ -245,16 +245,12 @@ impl RaftNode {
         // leader committed it, but if it dies now, this member may never learn the entry, and
         // a cluster later rebuilt from this member alone would not have it.
         let left = deadline.saturating_duration_since(Instant::now());
-        match self
-            .raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(w.raft_index), "forwarded write")
-            .await
-        {
-            Ok(_) => Ok(w),
-            Err(_) => Err(unknown_outcome(
+        if self.replica.wait_applied(w.raft_index, left).await {
+            Ok(w)
+        } else {
+            Err(unknown_outcome(
                 "the leader answered, but this member did not apply the write in time",
-            )),
+            ))
         }
     }
 
@@ -295,13 +291,10 @@ impl RaftNode {
             match attempt {
                 Ok(index) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    return self
-                        .raft
-                        .wait(Some(left))
-                        .applied_index_at_least(Some(index), "read index")
-                        .await
-                        .map(|_| ())
-                        .map_err(|_| EtcdError::raft("catching up with the leader timed out"));
+                    return match self.replica.wait_applied(index, left).await {
+                        true => Ok(()),
+                        false => Err(EtcdError::raft("catching up with the leader timed out")),
+                    };
                 }
                 Err(ProposeError::Failed(e)) => return Err(e),
                 Err(ProposeError::NotLeader) if Instant::now() < deadline => {

@@ -16,8 +16,12 @@
 //! * On start-up the last saved snapshot is loaded; openraft then re-applies the committed
 //!   log tail on top of it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, StorageIOError};
@@ -54,9 +58,53 @@ pub struct Replica {
     /// Set under the write lock after every change, so a request that starts after this node
     /// applied a change sees it, as it would under the lock.
     auth_enabled: AtomicBool,
+    /// The index of the last applied entry, readable without a lock (set with `waiters`).
+    applied: AtomicU64,
+    /// Who waits for an index to be applied here.
+    waiters: Mutex<Waiters>,
+}
+
+/// Tasks waiting until this member has applied an index (a write forwarded to the leader, a
+/// quorum read), by index: the apply that reaches an index wakes exactly its waiters, once.
+#[derive(Default)]
+struct Waiters {
+    applied: u64,
+    closed: bool,
+    by_index: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
 }
 
 impl Replica {
+    /// Wait until this member has applied `index`, at most `timeout`. False when the time ran
+    /// out or applying stopped for good ([`Replica::stop_waiters`]).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        if self.applied.load(Ordering::Acquire) >= index {
+            return true;
+        }
+        let rx = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if w.applied >= index {
+                return true;
+            }
+            if w.closed {
+                return false;
+            }
+            let (tx, rx) = oneshot::channel();
+            w.by_index.entry(index).or_default().push(tx);
+            rx
+        };
+        // (A waiter that gives up leaves its sender behind, dropped when the index is
+        // reached or applying stops.)
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+    }
+
+    /// Nothing more will be applied (Raft's core stopped): wake every waiter with a refusal
+    /// now instead of at its deadline.
+    pub fn stop_waiters(&self) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        w.closed = true;
+        w.by_index.clear();
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, SmData> {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -74,6 +122,23 @@ impl Replica {
     fn publish(&self, d: &SmData) {
         self.auth_enabled
             .store(d.state.auth.enabled(), Ordering::Release);
+        let index = d.last_applied.map_or(0, |l| l.index);
+        let ready = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let applied = w.applied.max(index);
+            w.applied = applied;
+            self.applied.store(applied, Ordering::Release);
+            match w.by_index.first_key_value() {
+                Some((&first, _)) if first <= applied => {
+                    let later = w.by_index.split_off(&(applied + 1));
+                    std::mem::replace(&mut w.by_index, later)
+                }
+                _ => return,
+            }
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -144,8 +209,14 @@ impl StateMachine {
                 "store loaded from the snapshot"
             );
         }
+        let applied = data.last_applied.map_or(0, |l| l.index);
         let replica = Arc::new(Replica {
             auth_enabled: AtomicBool::new(data.state.auth.enabled()),
+            applied: AtomicU64::new(applied),
+            waiters: Mutex::new(Waiters {
+                applied,
+                ..Default::default()
+            }),
             data: RwLock::new(data),
             snapshot_every,
             snapshot_due: Default::default(),
@@ -411,4 +482,64 @@ pub fn members(membership: &StoredMembership) -> Vec<(NodeId, Member)> {
         .nodes()
         .map(|(id, m)| (*id, m.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn replica() -> Arc<Replica> {
+        Arc::new(Replica {
+            data: RwLock::new(SmData {
+                writes_since_snapshot: 0,
+                state: State::new(10),
+                last_applied: None,
+                membership: Default::default(),
+            }),
+            snapshot_every: 1000,
+            snapshot_due: Default::default(),
+            auth_enabled: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
+            waiters: Default::default(),
+        })
+    }
+
+    fn apply_up_to(r: &Replica, index: u64) {
+        let mut d = r.write();
+        d.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        r.publish(&d);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_their_index_is_applied_and_not_before() {
+        let r = replica();
+        apply_up_to(&r, 3);
+        // Already applied: no wait.
+        assert!(r.wait_applied(3, Duration::ZERO).await);
+        let wait = |i: u64, ms: u64| {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_applied(i, Duration::from_millis(ms)).await })
+        };
+        let (w5, w6, w9) = (wait(5, 5000), wait(6, 5000), wait(9, 50));
+        tokio::task::yield_now().await;
+        apply_up_to(&r, 4);
+        tokio::task::yield_now().await;
+        assert!(!w5.is_finished() && !w6.is_finished());
+        apply_up_to(&r, 6);
+        assert!(w5.await.unwrap() && w6.await.unwrap());
+        assert_eq!(r.waiters.lock().unwrap().by_index.len(), 1);
+        // Not applied in time.
+        assert!(!w9.await.unwrap());
+        // Applying stopped for good: refused at once, not at the deadline.
+        let started = std::time::Instant::now();
+        let w12 = wait(12, 5000);
+        tokio::task::yield_now().await;
+        r.stop_waiters();
+        assert!(!w12.await.unwrap());
+        assert!(!r.wait_applied(13, Duration::from_secs(5)).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // What was applied stays applied.
+        assert!(r.wait_applied(6, Duration::ZERO).await);
+    }
 }
