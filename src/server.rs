@@ -417,9 +417,13 @@ pub async fn run(
 
     let mut failed = None;
     let mut raft_failed = None;
+    let mut removed = false;
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
-        _ = removed_rx.wait_for(|r| *r) => tracing::warn!("this node was removed from the cluster; shutting down"),
+        _ = removed_rx.wait_for(|r| *r) => {
+            tracing::warn!("this node was removed from the cluster; shutting down");
+            removed = true;
+        }
         Ok(why) = log_failure.wait_for(|f| f.is_some()) => {
             failed = why.clone();
         }
@@ -430,8 +434,9 @@ pub async fn run(
         // message (which write, which file) says more.
         failed = Some(log_failure.borrow().clone().unwrap_or(why));
     }
-    if failed.is_some() {
-        // Nothing more will be applied: requests waiting for an apply get their answer now.
+    if failed.is_some() || removed {
+        // Nothing more will be applied here: requests waiting for an apply get their answer
+        // now, not at their deadline.
         node.replica.stop_waiters();
     }
     stop_tx.send_replace(true);
@@ -442,6 +447,7 @@ pub async fn run(
     }
     tasks.abort_all();
     let _ = raft.shutdown().await;
+    node.replica.stop_waiters();
     drop(node);
     drop(state);
     drop(raft_rt);

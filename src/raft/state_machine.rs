@@ -64,6 +64,10 @@ pub struct Replica {
     waiters: Mutex<Waiters>,
 }
 
+/// Indexes waited for at which the waiters' senders left behind by waits that gave up are
+/// cleared out.
+const MAX_WAITING_INDEXES: usize = 4096;
+
 /// Tasks waiting until this member has applied an index (a write forwarded to the leader, a
 /// quorum read), by index: the apply that reaches an index wakes exactly its waiters, once.
 #[derive(Default)]
@@ -88,12 +92,18 @@ impl Replica {
             if w.closed {
                 return false;
             }
+            // A waiter that gave up leaves its sender behind until its index is applied;
+            // while applying lags far behind, clear those out now and then.
+            if w.by_index.len() >= MAX_WAITING_INDEXES {
+                w.by_index.retain(|_, txs| {
+                    txs.retain(|tx| !tx.is_closed());
+                    !txs.is_empty()
+                });
+            }
             let (tx, rx) = oneshot::channel();
             w.by_index.entry(index).or_default().push(tx);
             rx
         };
-        // (A waiter that gives up leaves its sender behind, dropped when the index is
-        // reached or applying stops.)
         matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
@@ -541,5 +551,20 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         // What was applied stays applied.
         assert!(r.wait_applied(6, Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn waits_that_gave_up_do_not_pile_up() {
+        let r = replica();
+        use futures_util::FutureExt;
+        // Each waiter gives up (its future dropped) before its index is applied.
+        for i in 0..10_000 {
+            assert!(
+                r.wait_applied(100 + i, Duration::from_secs(5))
+                    .now_or_never()
+                    .is_none()
+            );
+        }
+        assert!(r.waiters.lock().unwrap().by_index.len() <= MAX_WAITING_INDEXES);
     }
 }

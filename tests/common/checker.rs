@@ -398,17 +398,38 @@ fn zobrist(i: usize) -> u128 {
 /// changes nor observes anything); writes of unknown outcome are reduced as the comments in
 /// `search` say.
 pub fn check_key(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
-    search(key, hist, max_steps, true)
+    search(key, hist, max_steps, true, &mut Reduced::default())
+}
+
+/// How much the reductions of [`check_key`] had to work with in one history.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reduced {
+    /// Distinct values made one (`UNSEEN`).
+    pub unseen_values: usize,
+    /// Operations of unknown outcome with an earlier member of their class.
+    pub later_members: usize,
+}
+
+/// [`check_key`], also saying how much its reductions had to work with.
+pub fn check_key_reduced(key: &str, hist: &[Record], max_steps: u64) -> (Verdict, Reduced) {
+    let mut r = Reduced::default();
+    (search(key, hist, max_steps, true, &mut r), r)
 }
 
 /// [`check_key`] without the reductions for operations of unknown outcome (values never
-/// seen made one, a class's members taken in call order, no taking effect without a
-/// change): the plain search, for tests that compare the two.
+/// seen made one, a class's members taken in call order): the plain search, for tests that
+/// compare the two.
 pub fn check_key_unreduced(key: &str, hist: &[Record], max_steps: u64) -> Verdict {
-    search(key, hist, max_steps, false)
+    search(key, hist, max_steps, false, &mut Reduced::default())
 }
 
-fn search(key: &str, hist: &[Record], max_steps: u64, reduce: bool) -> Verdict {
+fn search(
+    key: &str,
+    hist: &[Record],
+    max_steps: u64,
+    reduce: bool,
+    reduced: &mut Reduced,
+) -> Verdict {
     let recs: Vec<&Record> = hist
         .iter()
         .filter(|r| r.key == key)
@@ -452,8 +473,10 @@ fn search(key: &str, hist: &[Record], max_steps: u64, reduce: bool) -> Verdict {
     }
     let mut values: HashMap<String, u32> = HashMap::new();
     let mut names: Vec<String> = vec!["(a value never seen)".to_string()];
+    let mut unseen: HashSet<String> = HashSet::new();
     let mut intern = |s: &str| -> u32 {
         if reduce && !seen.contains(s) {
+            unseen.insert(s.to_string());
             return UNSEEN;
         }
         if let Some(&id) = values.get(s) {
@@ -575,6 +598,8 @@ fn search(key: &str, hist: &[Record], max_steps: u64, reduce: bool) -> Verdict {
         }
     }
     taken.iter_mut().for_each(|t| *t = 0);
+    reduced.unseen_values = unseen.len();
+    reduced.later_members = rank.iter().filter(|&&r| r > 0).count();
 
     struct Frame {
         pos: usize,
@@ -719,7 +744,6 @@ fn explain(
 // ---------------------------------------------------------------------------------------
 // all keys
 
-/// The verdicts for every key of a history, keys in order.
 /// Saves `key`'s records of `hist` as JSON lines (one record per line) to `path`, so a
 /// history the checker could not decide, or found wrong, can be checked again without the
 /// run that made it ([`load_history`]).
@@ -741,6 +765,7 @@ pub fn load_history(text: &str) -> Result<Vec<Record>, String> {
         .collect()
 }
 
+/// The verdicts for every key of a history, keys in order.
 pub fn check_all(hist: &[Record], max_steps: u64) -> BTreeMap<String, Verdict> {
     let keys: std::collections::BTreeSet<&str> = hist.iter().map(|r| r.key.as_str()).collect();
     keys.into_iter()
