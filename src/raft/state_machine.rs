@@ -107,8 +107,8 @@ impl Replica {
         matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
-    /// Nothing more will be applied (Raft's core stopped): wake every waiter with a refusal
-    /// now instead of at its deadline.
+    /// Nothing more will be applied here (Raft's core stopped or was shut down, or this
+    /// member was removed): refuse every waiter now instead of at its deadline.
     pub fn stop_waiters(&self) {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         w.closed = true;
@@ -555,8 +555,8 @@ mod tests {
 
     #[tokio::test]
     async fn waits_that_gave_up_do_not_pile_up() {
-        let r = replica();
         use futures_util::FutureExt;
+        let r = replica();
         // Each waiter gives up (its future dropped) before its index is applied.
         for i in 0..10_000 {
             assert!(
