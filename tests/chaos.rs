@@ -535,6 +535,16 @@ mod checker_tests {
         out
     }
 
+    /// Make about one write in `one_in` of unknown outcome (its answer lost; it took effect
+    /// or had none anyway).
+    fn lose_answers(h: &mut [Record], rng: &mut Rng, one_in: u64) {
+        for r in h.iter_mut() {
+            if r.is_write() && rng.below(one_in) == 0 {
+                r.outcome = Outcome::Unknown;
+            }
+        }
+    }
+
     /// Steps allowed for a simulated history of 2,000 operations by 8 clients.
     const STEPS_FOR_2000: u64 = 200_000;
 
@@ -562,11 +572,7 @@ mod checker_tests {
         for seed in 0..3000 {
             let mut rng = Rng::new(seed);
             let mut h = simulate(seed, 3, 12);
-            for r in h.iter_mut() {
-                if r.is_write() && rng.below(2) == 0 {
-                    r.outcome = Outcome::Unknown;
-                }
-            }
+            lose_answers(&mut h, &mut rng, 2);
             if rng.below(2) == 0 {
                 // (value, index) of a write: its answer's, or any index for one of
                 // unknown outcome.
@@ -617,11 +623,7 @@ mod checker_tests {
         for seed in 0..10 {
             let mut rng = Rng::new(seed + 1000);
             let mut h = simulate(seed, 7, 2000);
-            for r in h.iter_mut() {
-                if r.is_write() && rng.below(4) == 0 {
-                    r.outcome = Outcome::Unknown;
-                }
-            }
+            lose_answers(&mut h, &mut rng, 4);
             match check_key("/k", &h, MAX_STEPS) {
                 Verdict::Linearizable => {}
                 v => panic!("seed {seed}: {v:?}"),

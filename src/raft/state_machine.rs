@@ -58,7 +58,8 @@ pub struct Replica {
     /// Set under the write lock after every change, so a request that starts after this node
     /// applied a change sees it, as it would under the lock.
     auth_enabled: AtomicBool,
-    /// The index of the last applied entry, readable without a lock (set with `waiters`).
+    /// The index of the last applied entry, readable without a lock (stored with `waiters`
+    /// held, so a waiter that checks it under that lock cannot miss its wake-up).
     applied: AtomicU64,
     /// Who waits for an index to be applied here.
     waiters: Mutex<Waiters>,
@@ -72,7 +73,6 @@ const MAX_WAITING_INDEXES: usize = 4096;
 /// quorum read), by index: the apply that reaches an index wakes exactly its waiters, once.
 #[derive(Default)]
 struct Waiters {
-    applied: u64,
     closed: bool,
     by_index: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
 }
@@ -86,7 +86,7 @@ impl Replica {
         }
         let rx = {
             let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if w.applied >= index {
+            if self.applied.load(Ordering::Acquire) >= index {
                 return true;
             }
             if w.closed {
@@ -135,8 +135,7 @@ impl Replica {
         let index = d.last_applied.map_or(0, |l| l.index);
         let ready = {
             let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let applied = w.applied.max(index);
-            w.applied = applied;
+            let applied = self.applied.load(Ordering::Acquire).max(index);
             self.applied.store(applied, Ordering::Release);
             match w.by_index.first_key_value() {
                 Some((&first, _)) if first <= applied => {
@@ -223,10 +222,7 @@ impl StateMachine {
         let replica = Arc::new(Replica {
             auth_enabled: AtomicBool::new(data.state.auth.enabled()),
             applied: AtomicU64::new(applied),
-            waiters: Mutex::new(Waiters {
-                applied,
-                ..Default::default()
-            }),
+            waiters: Default::default(),
             data: RwLock::new(data),
             snapshot_every,
             snapshot_due: Default::default(),

@@ -408,9 +408,8 @@ impl<V> Map<V> {
 impl<V: Clone> Map<V> {
     /// The value at `key`, for changing it in place (copying the shared blocks on its path).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        let spot = match self.find(key) {
-            (None, _) => return None,
-            (Some(_), spot) => spot,
+        let (Some(_), spot) = self.find(key) else {
+            return None;
         };
         let mut route = spot.as_ref().map(Spot::route);
         let key = key.as_bytes();
@@ -457,9 +456,8 @@ impl<V: Clone> Map<V> {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
-        let spot = match self.find(key) {
-            (None, _) => return None,
-            (Some(_), spot) => spot,
+        let (Some(_), spot) = self.find(key) else {
+            return None;
         };
         let route = spot.as_ref().map(Spot::route);
         let v = Arc::make_mut(self.root.as_mut()?).remove(key.as_bytes(), route);
