@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -227,12 +227,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         Duration::from_millis(cfg.proxy_refresh_ms),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let router = axum::Router::new()
-        .fallback(forward)
-        .with_state(proxy.clone());
+    let handler = {
+        let proxy = proxy.clone();
+        crate::conn::handler(move |req| forward(proxy.clone(), req))
+    };
     let limits = crate::conn::client_limits(&cfg);
     let server = tokio::spawn(crate::conn::serve(
-        listener, server_tls, router, stop_rx, limits, "client",
+        listener, server_tls, handler, stop_rx, limits, "client",
     ));
     shutdown.await;
     tracing::info!("proxy shutting down");
@@ -390,7 +391,7 @@ fn message(status: StatusCode, text: &str) -> Response {
         .expect("static parts")
 }
 
-async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+async fn forward(p: Arc<Proxy>, req: Request) -> Response {
     if p.readonly && req.method() != Method::GET {
         return Response::builder()
             .status(StatusCode::NOT_IMPLEMENTED)

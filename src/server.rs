@@ -353,7 +353,7 @@ pub async fn run(
     let client = crate::conn::serve(
         client_listener,
         client_tls,
-        api::client_router(state.clone()),
+        api::client_handler(state.clone()),
         stop_rx.clone(),
         crate::conn::client_limits(&cfg),
         "client",
@@ -364,14 +364,14 @@ pub async fn run(
         .into_std()
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| Error::Io(format!("peer listener: {e}")))?;
-    let peer_router = api::peer_router(state.clone());
+    let peer_handler = api::peer_handler(state.clone());
     let peer = raft_rt.handle().spawn(async move {
         match TcpListener::from_std(peer_listener) {
             Ok(l) => {
                 crate::conn::serve(
                     l,
                     peer_tls,
-                    peer_router,
+                    peer_handler,
                     stop_rx,
                     crate::conn::PEER_LIMITS,
                     "peer",

@@ -1,5 +1,5 @@
-//! The HTTP surface: the client router (port 4001: `/v1`, `/version`, stats...) and the peer
-//! router (port 7001: Raft RPCs and the small v0.1 peer endpoints).
+//! The HTTP surface: the client port's handler (port 4001: `/v1`, `/version`, stats...) and the peer
+//! port's handler (port 7001: Raft RPCs and the small v0.1 peer endpoints).
 //!
 //! Requests are dispatched by hand rather than through a route table, because legacy etcd's
 //! routing has observable quirks clients rely on: non-clean paths (`//`, `/./`, `/../`) are
@@ -26,13 +26,12 @@ pub mod v2;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::config::Config;
+use crate::conn::Handler;
 use crate::raft::node::RaftNode;
 
 /// The version this server reports (the etcd API level it implements).
@@ -85,13 +84,14 @@ impl AppState {
 
 pub type AppRef = Arc<AppState>;
 
-pub fn client_router(state: AppRef) -> Router {
-    Router::new().fallback(client_entry).with_state(state)
+/// The client port's handler.
+pub fn client_handler(state: AppRef) -> Handler {
+    crate::conn::handler(move |req| client_entry(state.clone(), req))
 }
 
 /// Every client request: count it, decode and check its path, dispatch it, add CORS. (One
 /// function rather than a stack of middleware layers: this is the hot path.)
-async fn client_entry(State(st): State<AppRef>, mut req: Request) -> Response {
+async fn client_entry(st: AppRef, mut req: Request) -> Response {
     metrics::count_request(&st, req.method());
     let origin = if st.cfg.cors.is_empty() {
         None
@@ -105,14 +105,20 @@ async fn client_entry(State(st): State<AppRef>, mut req: Request) -> Response {
     with_cors(&st, origin, resp)
 }
 
-pub fn peer_router(state: AppRef) -> Router {
-    Router::new()
-        .fallback(peer::dispatch)
-        .layer(middleware::from_fn(normalize_path))
-        .with_state(state)
+/// The peer port's handler: paths decoded and checked as on the client port.
+pub fn peer_handler(state: AppRef) -> Handler {
+    crate::conn::handler(move |mut req: Request| {
+        let st = state.clone();
+        async move {
+            match prepare_path(&mut req) {
+                Ok(()) => peer::dispatch(st, req).await,
+                Err(r) => *r,
+            }
+        }
+    })
 }
 
-/// The request path after percent-decoding (set by [`normalize_path`]). Routing and keys use
+/// The request path after percent-decoding (set by [`prepare_path`]). Routing and keys use
 /// it, as Go's server does (`%2F` in a key is a `/`).
 #[derive(Debug, Clone)]
 pub struct DecodedPath(pub String);
@@ -186,13 +192,6 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
 /// Decode the path (a malformed escape is a 400 JSON error, the choices in docs/api.md); a decoded path
 /// that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned path, as Go's
 /// ServeMux does; otherwise the decoded path goes to the handlers.
-async fn normalize_path(mut req: Request, next: Next) -> Response {
-    match prepare_path(&mut req) {
-        Ok(()) => next.run(req).await,
-        Err(r) => *r,
-    }
-}
-
 fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
     let decoded =
         params::decode_key(req.uri().path()).map_err(|e| Box::new(response::v2_error(&e)))?;
@@ -210,7 +209,7 @@ fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
 }
 
 /// The cleaned form of a request path, or None if it is clean already. A trailing slash is
-/// kept (it is meaningful to the router).
+/// kept (it is meaningful to the dispatch).
 fn clean_request_path(raw: &str) -> Option<String> {
     let unclean = raw.contains("//")
         || raw.contains("/./")

@@ -8,7 +8,7 @@
 //! Cluster calls that only the leader can serve are relayed to the leader by a follower that
 //! receives them (one hop, `leader_calls.rs`), so a joiner may name any member with `-C`.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
@@ -29,7 +29,7 @@ use crate::raft::types::NodeId;
 /// Raft messages can be large (a batch of entries, a snapshot chunk), but not unbounded.
 const MAX_RAFT_BODY: usize = 1 << 30;
 
-pub async fn dispatch(State(st): State<AppRef>, req: Request) -> Response {
+pub async fn dispatch(st: AppRef, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
