@@ -1,5 +1,5 @@
-//! The HTTP surface: the client port's handler (port 4001: `/v1`, `/version`, stats...) and the peer
-//! port's handler (port 7001: Raft RPCs and the small v0.1 peer endpoints).
+//! The HTTP surface: the handlers of the client port (4001: `/v1`, `/v2`, `/version`,
+//! stats...) and of the peer port (7001: Raft RPCs and the small v0.1 peer endpoints).
 //!
 //! Requests are dispatched by hand rather than through a route table, because legacy etcd's
 //! routing has observable quirks clients rely on: non-clean paths (`//`, `/./`, `/../`) are
