@@ -18,12 +18,13 @@ use crate::go::{go_json, rfc3339_nanos};
 // ---------------------------------------------------------------------------------------
 // v2 rendering
 
+/// A node as v2 shows it; it borrows the view's strings (a write's answer renders two).
 #[derive(Serialize)]
-struct NodeJson {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    key: String,
+struct NodeJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
+    value: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     dir: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,7 +32,7 @@ struct NodeJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    nodes: Vec<NodeJson>,
+    nodes: Vec<NodeJson<'a>>,
     #[serde(rename = "modifiedIndex", skip_serializing_if = "is_zero")]
     modified_index: u64,
     #[serde(rename = "createdIndex", skip_serializing_if = "is_zero")]
@@ -43,16 +44,16 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl NodeView {
-    fn to_json_v2(&self, now: i64) -> NodeJson {
+    fn to_json_v2(&self, now: i64) -> NodeJson<'_> {
         NodeJson {
             // The root's key is empty in v2b and therefore omitted.
-            key: if self.key == "/" {
-                String::new()
-            } else {
-                self.key.clone()
-            },
+            key: if self.key == "/" { "" } else { &self.key },
             // Key views always carry their value (maybe ""); delete and expire events don't.
-            value: if self.dir { None } else { self.value.clone() },
+            value: if self.dir {
+                None
+            } else {
+                self.value.as_deref()
+            },
             dir: self.dir,
             expiration: self.expire_at.map(rfc3339_nanos),
             // Go's omitempty: a TTL that has run out is left out; the expiration stays.
@@ -69,12 +70,12 @@ impl NodeView {
 }
 
 #[derive(Serialize)]
-struct EventJson {
+struct EventJson<'a> {
     action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<NodeJson>,
+    node: Option<NodeJson<'a>>,
     #[serde(rename = "prevNode", skip_serializing_if = "Option::is_none")]
-    prev_node: Option<NodeJson>,
+    prev_node: Option<NodeJson<'a>>,
 }
 
 /// The v2 body of an event, with its trailing newline. `no_value` drops `node` and
