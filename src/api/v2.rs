@@ -89,7 +89,7 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
         Ok(f) => f,
         Err(resp) => return with_cluster(resp),
     };
-    let kr = match parse(&form, &method, key) {
+    let mut kr = match parse(&form, &method, key) {
         Ok(kr) => kr,
         Err(e) => return with_cluster(response::v2_error(&e)),
     };
@@ -106,17 +106,17 @@ pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     let resp = match method {
         Method::GET | Method::HEAD if kr.wait => watch(&st, &kr).await,
         Method::GET | Method::HEAD => get(&st, &kr).await,
-        Method::DELETE => write(&st, delete_command(&kr), kr.no_value).await,
+        Method::DELETE => write(&st, delete_command(&mut kr), kr.no_value).await,
         Method::POST => {
             let cmd = Command::Create {
-                key: kr.key.clone(),
-                value: (!kr.dir).then(|| kr.value.clone()),
+                key: std::mem::take(&mut kr.key),
+                value: (!kr.dir).then(|| std::mem::take(&mut kr.value)),
                 expire_at: expire_at(kr.ttl),
                 unique: true,
             };
             write(&st, cmd, kr.no_value).await
         }
-        _ => write(&st, put_command(&kr), kr.no_value).await,
+        _ => write(&st, put_command(&mut kr), kr.no_value).await,
     };
     with_cluster(resp)
 }
@@ -217,50 +217,53 @@ fn expire_at(ttl: Option<u64>) -> Option<i64> {
     })
 }
 
-fn put_command(kr: &KeyRequest) -> Command {
-    let key = kr.key.clone();
+/// The write a PUT asks for; the key, value and prevValue move into it.
+fn put_command(kr: &mut KeyRequest) -> Command {
+    let key = std::mem::take(&mut kr.key);
+    let value = std::mem::take(&mut kr.value);
     let expire_at = expire_at(kr.ttl);
     let has_compare = kr.prev_index > 0 || kr.prev_value.is_some();
     match kr.prev_exist {
         Some(false) => Command::Create {
             key,
-            value: (!kr.dir).then(|| kr.value.clone()),
+            value: (!kr.dir).then_some(value),
             expire_at,
             unique: false,
         },
         Some(true) if !has_compare => Command::Update {
             key,
-            value: kr.value.clone(),
+            value,
             expire_at,
             refresh: kr.refresh,
         },
         _ if has_compare || kr.prev_exist == Some(true) => Command::CompareAndSwap {
             key,
-            prev_value: kr.prev_value.clone(),
+            prev_value: kr.prev_value.take(),
             prev_index: Some(kr.prev_index).filter(|&i| i > 0),
-            value: kr.value.clone(),
+            value,
             expire_at,
             refresh: kr.refresh,
         },
         _ => Command::Set {
             key,
-            value: (!kr.dir).then(|| kr.value.clone()),
+            value: (!kr.dir).then_some(value),
             expire_at,
             refresh: kr.refresh,
         },
     }
 }
 
-fn delete_command(kr: &KeyRequest) -> Command {
+/// The delete a DELETE asks for; the key and prevValue move into it.
+fn delete_command(kr: &mut KeyRequest) -> Command {
     if kr.prev_index > 0 || kr.prev_value.is_some() {
         Command::CompareAndDelete {
-            key: kr.key.clone(),
-            prev_value: kr.prev_value.clone(),
+            key: std::mem::take(&mut kr.key),
+            prev_value: kr.prev_value.take(),
             prev_index: Some(kr.prev_index).filter(|&i| i > 0),
         }
     } else {
         Command::Delete {
-            key: kr.key.clone(),
+            key: std::mem::take(&mut kr.key),
             dir: kr.dir,
             recursive: kr.recursive,
         }
