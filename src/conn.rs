@@ -76,8 +76,8 @@ where
 
 /// What every answer gets on its way out (as axum's router did it): a `Content-Length` when
 /// the body's size is known and the handler set none, and no body for a `HEAD` request (the
-/// length stays that of the `GET` answer). A successful answer to `CONNECT` carries neither a
-/// length nor a body.
+/// length stays that of the `GET` answer). A successful answer to `CONNECT` gets no length
+/// added and loses its body, if it has one.
 fn finish(method: &Method, mut res: Response) -> Response {
     if method == Method::CONNECT && res.status().is_success() {
         if res.headers().contains_key(header::CONTENT_LENGTH)

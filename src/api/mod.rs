@@ -105,7 +105,8 @@ async fn client_entry(st: AppRef, mut req: Request) -> Response {
     with_cors(&st, origin, resp)
 }
 
-/// The peer port's handler: paths decoded and checked as on the client port.
+/// The peer port's handler: a path with a bad escape is refused and an unclean one redirected,
+/// as on the client port (the peer routes then match the path as sent).
 pub fn peer_handler(state: AppRef) -> Handler {
     crate::conn::handler(move |mut req: Request| {
         let st = state.clone();
@@ -189,9 +190,9 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
     }
 }
 
-/// Decode the path (a malformed escape is a 400 JSON error, the choices in docs/api.md); a decoded path
-/// that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned path, as Go's
-/// ServeMux does; otherwise the decoded path goes to the handlers.
+/// Decode the path (a malformed escape is a 400 JSON error, the choices in docs/api.md); a
+/// decoded path that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned
+/// path, as Go's ServeMux does; otherwise the decoded path goes to the handlers.
 fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
     let decoded =
         params::decode_key(req.uri().path()).map_err(|e| Box::new(response::v2_error(&e)))?;
