@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{Method, header};
 use axum::response::Response;
 use futures_util::future::BoxFuture;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -78,6 +78,9 @@ where
 /// the body's size is known and the handler set none, and no body for a `HEAD` request (the
 /// length stays that of the `GET` answer). A successful answer to `CONNECT` gets no length
 /// added and loses its body, if it has one.
+///
+/// (hyper would write the length of most answers itself, but after the `Connection` header it
+/// adds, not before: the header stays ours, so answers stay byte for byte what they were.)
 fn finish(method: &Method, mut res: Response) -> Response {
     if method == Method::CONNECT && res.status().is_success() {
         if res.headers().contains_key(header::CONTENT_LENGTH)
@@ -92,7 +95,7 @@ fn finish(method: &Method, mut res: Response) -> Response {
         && let Some(n) = res.body().size_hint().exact()
     {
         res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            .insert(header::CONTENT_LENGTH, crate::api::response::number(n));
     }
     if method == Method::HEAD {
         *res.body_mut() = Body::empty();

@@ -91,15 +91,15 @@ pub fn client_handler(state: AppRef) -> Handler {
 
 /// Every client request: count it, decode and check its path, dispatch it, add CORS. (One
 /// function rather than a stack of middleware layers: this is the hot path.)
-async fn client_entry(st: AppRef, mut req: Request) -> Response {
+async fn client_entry(st: AppRef, req: Request) -> Response {
     metrics::count_request(&st, req.method());
     let origin = if st.cfg.cors.is_empty() {
         None
     } else {
         req.headers().get(header::ORIGIN).cloned()
     };
-    let resp = match prepare_path(&mut req) {
-        Ok(()) => dispatch_client(st.clone(), req).await,
+    let resp = match prepare_path(&req) {
+        Ok(path) => dispatch_client(st.clone(), req, path).await,
         Err(r) => *r,
     };
     with_cors(&st, origin, resp)
@@ -108,30 +108,20 @@ async fn client_entry(st: AppRef, mut req: Request) -> Response {
 /// The peer port's handler: a path with a bad escape is refused and an unclean one redirected,
 /// as on the client port (the peer routes then match the path as sent).
 pub fn peer_handler(state: AppRef) -> Handler {
-    crate::conn::handler(move |mut req: Request| {
+    crate::conn::handler(move |req: Request| {
         let st = state.clone();
         async move {
-            match prepare_path(&mut req) {
-                Ok(()) => peer::dispatch(st, req).await,
+            match prepare_path(&req) {
+                Ok(_) => peer::dispatch(st, req).await,
                 Err(r) => *r,
             }
         }
     })
 }
 
-/// The request path after percent-decoding (set by [`prepare_path`]). Routing and keys use
-/// it, as Go's server does (`%2F` in a key is a `/`).
-#[derive(Debug, Clone)]
-pub struct DecodedPath(pub String);
-
-fn decoded_path(req: &Request) -> String {
-    req.extensions()
-        .get::<DecodedPath>()
-        .map_or_else(|| req.uri().path().to_string(), |p| p.0.clone())
-}
-
-async fn dispatch_client(st: AppRef, req: Request) -> Response {
-    let path = decoded_path(&req);
+/// `path` is the request's path after percent-decoding (by [`prepare_path`]): routing and
+/// keys use it, as Go's server does (`%2F` in a key is a `/`).
+async fn dispatch_client(st: AppRef, req: Request, path: String) -> Response {
     if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         let rest = path["/v2/keys".len()..].to_string();
         return v2::keys(st, &rest, req).await;
@@ -193,7 +183,7 @@ async fn dispatch_client(st: AppRef, req: Request) -> Response {
 /// Decode the path (a malformed escape is a 400 JSON error, the choices in docs/api.md); a
 /// decoded path that is not clean (`//`, `/./`, `/../`) is answered with 301 to the cleaned
 /// path, as Go's ServeMux does; otherwise the decoded path goes to the handlers.
-fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
+fn prepare_path(req: &Request) -> Result<String, Box<Response>> {
     let decoded =
         params::decode_key(req.uri().path()).map_err(|e| Box::new(response::v2_error(&e)))?;
     if let Some(clean) = clean_request_path(&decoded) {
@@ -205,8 +195,7 @@ fn prepare_path(req: &mut Request) -> Result<(), Box<Response>> {
             req.method(),
         )));
     }
-    req.extensions_mut().insert(DecodedPath(decoded));
-    Ok(())
+    Ok(decoded)
 }
 
 /// The cleaned form of a request path, or None if it is clean already. A trailing slash is

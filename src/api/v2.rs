@@ -272,9 +272,9 @@ fn delete_command(kr: &mut KeyRequest) -> Command {
 
 fn raft_headers(r: &mut Response, etcd_index: u64, raft_index: u64, raft_term: u64) {
     let h = r.headers_mut();
-    h.insert(response::X_ETCD_INDEX, HeaderValue::from(etcd_index));
-    h.insert(response::X_RAFT_INDEX, HeaderValue::from(raft_index));
-    h.insert(response::X_RAFT_TERM, HeaderValue::from(raft_term));
+    h.insert(response::X_ETCD_INDEX, response::number(etcd_index));
+    h.insert(response::X_RAFT_INDEX, response::number(raft_index));
+    h.insert(response::X_RAFT_TERM, response::number(raft_term));
 }
 
 async fn get(st: &AppRef, kr: &KeyRequest) -> Response {
