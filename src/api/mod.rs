@@ -123,17 +123,16 @@ pub fn peer_handler(state: AppRef) -> Handler {
 /// keys use it, as Go's server does (`%2F` in a key is a `/`).
 async fn dispatch_client(st: AppRef, req: Request, path: String) -> Response {
     if path == "/v2/keys" || path.starts_with("/v2/keys/") {
-        let rest = path["/v2/keys".len()..].to_string();
-        return v2::keys(st, &rest, req).await;
+        return v2::keys(st, &path["/v2/keys".len()..], req).await;
     }
     if auth::is_auth_path(&path) {
         return auth::dispatch(st, &path, req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/keys/") {
-        return v1::keys(st, rest.to_string(), req).await;
+        return v1::keys(st, rest, req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/watch/") {
-        return v1::watch(st, rest.to_string(), req).await;
+        return v1::watch(st, rest, req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/stats/") {
         return stats::v1_stats(st, rest, req.method()).await;

@@ -26,18 +26,7 @@ pub const X_ETCD_CLUSTER_ID: HeaderName = HeaderName::from_static("x-etcd-cluste
 /// A number as a header value, in one allocation (`HeaderValue::from(u64)` makes two; every
 /// write's answer carries three numbers).
 pub fn number(n: u64) -> HeaderValue {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&buf[at..]).expect("digits are a valid header value")
+    HeaderValue::from_str(itoa::Buffer::new().format(n)).expect("digits are a valid header value")
 }
 
 pub fn with_body(

@@ -34,12 +34,12 @@ use crate::store::{OnCleared, path};
 const KEYWORDS: [&str; 2] = ["_etcd", "ephemeralNodes"];
 
 /// `/v1/keys/<url_key>`, the key already percent-decoded.
-pub async fn keys(st: AppRef, url_key: String, req: Request) -> Response {
+pub async fn keys(st: AppRef, url_key: &str, req: Request) -> Response {
     let method = req.method().clone();
     if ![Method::GET, Method::POST, Method::PUT, Method::DELETE].contains(&method) {
         return response::empty(405);
     }
-    let key = path::clean(&url_key);
+    let key = path::clean(url_key);
     if let Err(resp) = ready_or_error(&st).await {
         return resp;
     }
@@ -47,7 +47,7 @@ pub async fn keys(st: AppRef, url_key: String, req: Request) -> Response {
         Method::GET => get(&st, &key),
         Method::DELETE => delete(&st, &key).await,
         _ => match read_form(req).await {
-            Ok(form) => set(&st, &key, &url_key, &form).await,
+            Ok(form) => set(&st, &key, url_key, &form).await,
             Err(resp) => resp,
         },
     }
@@ -206,12 +206,12 @@ impl Drop for WatchGuard<'_> {
 }
 
 /// `/v1/watch/<key>`, the key already percent-decoded.
-pub async fn watch(st: AppRef, url_key: String, req: Request) -> Response {
+pub async fn watch(st: AppRef, url_key: &str, req: Request) -> Response {
     let method = req.method().clone();
     if method != Method::GET && method != Method::POST {
         return response::empty(405);
     }
-    let key = path::clean(&url_key);
+    let key = path::clean(url_key);
     let since = if method == Method::POST {
         let form = match read_form(req).await {
             Ok(f) => f,
